@@ -1,0 +1,5 @@
+import sys
+
+from mmrft.cli import main
+
+sys.exit(main())

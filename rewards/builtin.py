@@ -1,0 +1,1 @@
+"""Imports every built-in reward module so that its ``@register_reward`` runs."""
