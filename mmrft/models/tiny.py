@@ -104,8 +104,12 @@ def _corpus(seed: int) -> list[str]:
             lines.append(f" {w}")
     for _ in range(1500):
         box = [rng.randint(0, 999) for _ in range(4)]
-        lines.append(f'{{"bbox_2d": [{box[0]}, {box[1]}, {box[2]}, {box[3]}], "label": "{rng.choice(_WORDS)}"}}')
-        lines.append(f"<answer>{rng.randint(0, 30)}</answer> {rng.random() * 100:.1f}s to {rng.random() * 100:.1f}s")
+        lines.append(
+            f'{{"bbox_2d": [{box[0]}, {box[1]}, {box[2]}, {box[3]}], "label": "{rng.choice(_WORDS)}"}}'
+        )
+        lines.append(
+            f"<answer>{rng.randint(0, 30)}</answer> {rng.random() * 100:.1f}s to {rng.random() * 100:.1f}s"
+        )
     lines += ["<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"] * 50
     lines += ["<|im_start|>assistant\n"] * 50
     return lines
@@ -113,10 +117,9 @@ def _corpus(seed: int) -> list[str]:
 
 def build_tokenizer(seed: int = 0, vocab_size: int = 1024):
     """A byte-level BPE tokenizer trained on `_corpus`, wrapped as transformers' Qwen2 tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-    from tokenizers import Regex
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
@@ -186,7 +189,11 @@ def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path
             num_attention_heads=p.heads,
             num_key_value_heads=p.kv_heads,
             max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(p.mrope_section)},
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": list(p.mrope_section),
+            },
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
