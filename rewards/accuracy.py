@@ -1,0 +1,125 @@
+"""``accuracy``: normalised exact match of a label answer against ``solution["label"]``.
+
+Applies to records whose solution has a ``label`` (else None). The answer (tag rule of
+:mod:`rewards.parsing`) and the label are normalised by :func:`rewards.parsing.normalize_label` (case,
+width, whitespace, underscores, hyphens, punctuation, a leading article) and mapped through the
+optional ``synonyms`` parameter (``{canonical: [variants]}``). Score 1.0 when they are equal, else 0.0.
+
+- Closed label set: when the solution has ``choices``, an answer that is not one of them scores 0
+  (with ``synonyms`` applied to both sides), even if it happens to normalise like the label.
+- Hedges and multiple labels ("cat or dog", "cat, dog", "cat/dog") never equal one label: 0.
+- Empty answers, unclosed or repeated ``<answer>`` blocks: 0, counted as ``parse_fail``.
+- ``solution["answer_format"]``: ``"label"`` (default) compares text. ``"letter"``: the answer is a
+  multiple-choice letter for ``choices`` (A = first): ``B``, ``(B)``, ``B.``, ``Option B``, ``B) cat``
+  (letter and text must then agree) or the choice text itself. ``"index"``: the answer is the number
+  of the choice, 1-based unless the parameter ``index_base`` says otherwise. In both, the correct
+  choice is the one equal to ``label``; a label that is itself a letter / number is also accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rewards.columns import completion_text, solutions
+from rewards.parsing import extract_answer, normalize_label, synonym_table
+from rewards.registry import register_reward
+from rewards.result import MetricCounter, Scores
+
+ANSWER_FORMATS = ("label", "letter", "index")
+_LETTER = re.compile(
+    r"^\(?\s*(?:option|answer|choice)?\s*\(?([A-Za-z])\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
+)
+_INDEX = re.compile(
+    r"^\(?\s*(?:option|answer|choice)?\s*\(?(\d{1,4})\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
+)
+
+
+def _canon(text: Any, table: dict[str, str]) -> str:
+    norm = normalize_label(text)
+    return table.get(norm, norm)
+
+
+def _choice_position(
+    answer: str, choices: list[str], fmt: str, index_base: int, table: dict[str, str]
+) -> int | None:
+    """0-based choice picked by a letter/index answer (or its text); None if none or ambiguous."""
+    canon_choices = [_canon(c, table) for c in choices]
+    pattern = _LETTER if fmt == "letter" else _INDEX
+    m = pattern.match(answer.strip())
+    if m:
+        key, rest = m.group(1), m.group(2)
+        pos = ord(key.upper()) - ord("A") if fmt == "letter" else int(key) - index_base
+        consistent = not (rest and rest.strip(" .")) or _canon(rest, table) == canon_choices[pos]
+        if 0 <= pos < len(choices) and consistent:
+            return pos
+        # "B) dog" when B is "cat" is contradictory; "a dog" may still be the text of a choice
+    text = _canon(answer, table)
+    hits = [i for i, c in enumerate(canon_choices) if c == text]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _correct_position(
+    solution: dict, choices: list[str], fmt: str, index_base: int, table: dict
+) -> int | None:
+    label = solution.get("label")
+    canon_choices = [_canon(c, table) for c in choices]
+    canon_label = _canon(label, table)
+    if canon_label in canon_choices:
+        return canon_choices.index(canon_label)
+    s = str(label).strip()
+    if fmt == "letter" and len(s) == 1 and s.isalpha():
+        return ord(s.upper()) - ord("A")
+    if fmt == "index" and s.isdigit():
+        return int(s) - index_base
+    return None
+
+
+def score_label(
+    answer: str,
+    solution: dict[str, Any],
+    table: dict[str, str],
+    index_base: int = 1,
+) -> float:
+    """Score one extracted answer against one solution (see module doc); 1.0 or 0.0."""
+    fmt = solution.get("answer_format") or "label"
+    if fmt not in ANSWER_FORMATS:
+        raise ValueError(f"accuracy: solution answer_format must be one of {ANSWER_FORMATS}, got {fmt!r}")
+    choices = [c for c in (solution.get("choices") or []) if c is not None]
+    if fmt != "label" and choices:
+        picked = _choice_position(answer, choices, fmt, index_base, table)
+        correct = _correct_position(solution, choices, fmt, index_base, table)
+        return 1.0 if picked is not None and picked == correct else 0.0
+    pred = _canon(answer, table)
+    if not pred:
+        return 0.0
+    if choices and pred not in {_canon(c, table) for c in choices}:
+        return 0.0
+    return 1.0 if pred == _canon(solution.get("label"), table) else 0.0
+
+
+@register_reward("accuracy")
+def accuracy(
+    completions: list,
+    synonyms: dict[str, Any] | None = None,
+    index_base: int = 1,
+    **columns: Any,
+) -> Scores:
+    """Accuracy: 1.0 when the answer's normalised label equals ``solution["label"]`` (closed set,
+    hedges and empty answers score 0; letters / indices per ``solution["answer_format"]``)."""
+    n = len(completions)
+    sols = solutions(columns, n)
+    table = synonym_table(synonyms)
+    counter = MetricCounter("parse_fail")
+    out: list[float | None] = []
+    for completion, sol in zip(completions, sols):
+        if sol.get("label") is None:
+            out.append(None)
+            continue
+        answer = extract_answer(completion_text(completion))
+        if not answer.ok:
+            counter.add("parse_fail")
+            out.append(0.0)
+            continue
+        out.append(score_label(answer.text, sol, table, index_base))
+    return counter.scores(out)

@@ -1,0 +1,161 @@
+"""Answer extraction and text normalisation shared by every reward. Nothing here raises on model output.
+
+The answer rule (DESIGN): strip the chat template's tokens (``<|im_end|>``, ``<|endoftext|>``, ...);
+if the completion uses ``<answer>`` tags, the answer is the content of the single ``<answer>...</answer>``
+block (two blocks, an unclosed or a stray tag is a parse failure); otherwise it is the whole completion
+with the reasoning removed. Reasoning is everything inside ``<think>...</think>``, everything before a
+lone ``</think>`` (a template that pre-fills ``<think>``) and everything after an unclosed ``<think>``.
+Nothing in the reasoning ever counts. An empty answer is a parse failure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from typing import Any, NamedTuple
+
+# Qwen's special tokens all look like <|name|>; strip every one of them.
+TEMPLATE_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_FENCE = re.compile(r"^```[A-Za-z0-9_+-]*\s*\n?(.*?)\n?```$", re.DOTALL)
+
+# Longest text a reward will look at; longer answers are cut (a 1 MB answer is garbage anyway).
+MAX_ANSWER_CHARS = 200_000
+
+
+class Answer(NamedTuple):
+    """The answer part of a completion.
+
+    text: the answer (stripped), or None on a parse failure.
+    tagged: whether the completion used ``<answer>`` tags.
+    failure: "" when parsed, else why not: "multiple_answers", "unclosed_answer", "empty".
+    """
+
+    text: str | None
+    tagged: bool
+    failure: str
+
+    @property
+    def ok(self) -> bool:
+        return self.text is not None
+
+
+def strip_template_tokens(text: str) -> str:
+    """Remove chat-template tokens (``<|im_end|>``, ``<|endoftext|>``, ``<|vision_start|>``, ...)."""
+    return TEMPLATE_TOKEN.sub("", text)
+
+
+def remove_reasoning(text: str) -> str:
+    """``text`` with ``<think>`` blocks, anything before a lone ``</think>`` and after an unclosed
+    ``<think>`` removed."""
+    text = _THINK_BLOCK.sub(" ", text)
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:  # a lone </think>: what comes before it is reasoning (template pre-filled <think>)
+        text = text[closes[-1].end() :]
+    opened = _THINK_OPEN.search(text)
+    if opened:  # an unclosed <think>: the rest is reasoning
+        text = text[: opened.start()]
+    return text
+
+
+def extract_answer(completion: str) -> Answer:
+    """Apply the answer rule to one completion string (see the module doc)."""
+    if not isinstance(completion, str):
+        completion = "" if completion is None else str(completion)
+    visible = remove_reasoning(strip_template_tokens(completion))
+    # Tags are looked for outside the reasoning: an <answer> inside <think> is still reasoning.
+    opens = list(_ANSWER_OPEN.finditer(visible))
+    closes = list(_ANSWER_CLOSE.finditer(visible))
+    if opens or closes:
+        if len(opens) > 1 or len(closes) > 1:
+            return Answer(None, True, "multiple_answers")
+        if len(opens) != 1 or len(closes) != 1 or closes[0].start() < opens[0].end():
+            return Answer(None, True, "unclosed_answer")
+        body = visible[opens[0].end() : closes[0].start()].strip()
+        return Answer(body[:MAX_ANSWER_CHARS], True, "") if body else Answer(None, True, "empty")
+    body = visible.strip()
+    return Answer(body[:MAX_ANSWER_CHARS], False, "") if body else Answer(None, False, "empty")
+
+
+def strip_code_fence(text: str) -> str:
+    """The body of a Markdown code fence (```json ... ```) when ``text`` is one, else ``text``."""
+    m = _FENCE.match(text.strip())
+    return m.group(1).strip() if m else text.strip()
+
+
+def loads_json(text: str) -> tuple[bool, Any]:
+    """``(True, value)`` when ``text`` (optionally in a code fence) is JSON, else ``(False, None)``.
+
+    NaN and Infinity literals are rejected (they are not JSON), deep nesting is rejected, never raises.
+    """
+
+    def _reject(token: str) -> Any:
+        raise ValueError(token)
+
+    try:
+        return True, json.loads(strip_code_fence(text), parse_constant=_reject)
+    except (ValueError, RecursionError, TypeError):
+        return False, None
+
+
+# ---------------------------------------------------------------------------------------- labels
+
+_ARTICLES = re.compile(r"^(?:a|an|the)\s+")
+
+
+def normalize_label(text: str) -> str:
+    """Case-, width-, whitespace-, underscore- and punctuation-insensitive form of a label.
+
+    ``"  The Golden_Retriever. "`` -> ``"golden retriever"``; leading articles (a, an, the) dropped.
+    """
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    text = unicodedata.normalize("NFKC", text).casefold().replace("_", " ").replace("-", " ")
+    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
+    text = " ".join(text.split())
+    return _ARTICLES.sub("", text)
+
+
+def synonym_table(synonyms: dict[str, Any] | None) -> dict[str, str]:
+    """``{normalised variant: normalised canonical}`` from ``{canonical: variant | [variants]}``."""
+    table: dict[str, str] = {}
+    for canonical, variants in (synonyms or {}).items():
+        canon = normalize_label(canonical)
+        table[canon] = canon
+        for v in [variants] if isinstance(variants, str) else list(variants or []):
+            table[normalize_label(v)] = canon
+    return table
+
+
+# --------------------------------------------------------------------------------------- numbers
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?![\w])")
+NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
+
+
+def find_numbers(text: str) -> list[float]:
+    """Every decimal number written in ``text`` (``"3"``, ``"-1.5"``, ``"2e3"``), in order."""
+    out = []
+    for m in _NUMBER.finditer(text):
+        try:
+            out.append(float(m.group(0)))
+        except ValueError:
+            continue
+    return out
+
+
+def find_number_words(text: str) -> list[int]:
+    """Every English number word from zero to twenty in ``text``, as integers."""
+    return [NUMBER_WORDS[m.group(1).lower()] for m in _NUMBER_WORD.finditer(text)]
