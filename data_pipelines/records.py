@@ -1,0 +1,198 @@
+"""The JSONL record schema (DESIGN "Records"): checking and normalising one record, no file access.
+
+``check_record`` raises ``RecordError`` with a reason code (what ``skip`` mode counts) and a message
+(what ``strict`` mode prints, prefixed by file, line and record id). Checks that need the image or
+video itself (box inside the image, readable file) happen when the record is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from data_pipelines.geometry import COORD_SPACES, check_box
+
+# task -> solution keys it needs (at least one group must be complete); DESIGN "Records".
+TASKS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "classification": (("label",),),
+    "counting": (("count",),),
+    "grounding": (("box",),),
+    "detection": (("boxes", "labels"),),
+    "temporal_grounding": (("segment",),),
+    "tracking": (("boxes",),),
+    "chart_to_code": (("code",), ("image",)),
+}
+VIDEO_TASKS = ("temporal_grounding", "tracking")
+
+
+class RecordError(ValueError):
+    """A record that breaks the schema or cannot be loaded.
+
+    reason: short code counted in skip mode (``missing_file``, ``corrupt_image``, ``box_reversed`` ...).
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _fail(reason: str, message: str) -> None:
+    raise RecordError(reason, message)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def normalise_prompt(prompt: Any, n_images: int, has_video: bool) -> list[dict[str, Any]]:
+    """A chat message list. A plain string becomes one user message whose content is one placeholder
+    per image (and one for the video) followed by the text."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            _fail("empty_prompt", "field 'prompt' is an empty string")
+        content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
+        if has_video:
+            content.append({"type": "video"})
+        content.append({"type": "text", "text": prompt})
+        return [{"role": "user", "content": content}]
+    if not isinstance(prompt, list) or not prompt:
+        _fail(
+            "bad_type",
+            f"field 'prompt' must be a non-empty list of chat messages, got {type(prompt).__name__}",
+        )
+    for k, msg in enumerate(prompt):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or "content" not in msg:
+            _fail("bad_type", f"prompt[{k}] must be a dict with 'role' (str) and 'content'")
+        content = msg["content"]
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    _fail("bad_type", f"prompt[{k}].content[{j}] must be a dict with a 'type'")
+        elif not isinstance(content, str):
+            _fail("bad_type", f"prompt[{k}].content must be a string or a list of parts")
+    return prompt
+
+
+def count_placeholders(prompt: list[dict[str, Any]], kind: str) -> int:
+    """Number of ``{"type": kind}`` parts in the messages (``kind`` is ``image`` or ``video``)."""
+    n = 0
+    for msg in prompt:
+        if isinstance(msg.get("content"), list):
+            n += sum(1 for part in msg["content"] if part.get("type") == kind)
+    return n
+
+
+def check_solution(task: str, solution: Any) -> None:
+    """Raise ``RecordError`` unless ``solution`` has the keys and types ``task`` needs."""
+    if not isinstance(solution, dict):
+        _fail("bad_type", f"field 'solution' must be an object, got {type(solution).__name__}")
+    groups = TASKS[task]
+    if not any(all(solution.get(k) is not None for k in g) for g in groups):
+        need = " or ".join("+".join(g) for g in groups)
+        _fail("missing_field", f"task {task!r} needs solution key(s) {need}")
+    if task == "classification":
+        label = solution["label"]
+        if not isinstance(label, str):
+            _fail("bad_type", f"solution.label must be a string, got {type(label).__name__}")
+        if not label.strip():
+            _fail("empty_label", "solution.label is empty")
+        choices = solution.get("choices")
+        if choices is not None:
+            if not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices):
+                _fail("bad_type", "solution.choices must be a list of non-empty strings")
+            if label not in choices:
+                _fail("label_not_in_choices", f"solution.label {label!r} is not one of choices {choices}")
+    elif task == "counting":
+        count = solution["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            _fail("bad_type", f"solution.count must be a non-negative integer, got {count!r}")
+    elif task == "grounding":
+        reason = check_box(solution["box"], None)
+        if reason:
+            _fail(reason, f"solution.box {solution['box']!r} is not an xyxy box with x1<x2, y1<y2")
+    elif task == "detection":
+        boxes, labels = solution["boxes"], solution["labels"]
+        if not isinstance(boxes, list) or not isinstance(labels, list):
+            _fail("bad_type", "solution.boxes and solution.labels must be lists")
+        if len(boxes) != len(labels):
+            _fail("length_mismatch", f"solution has {len(boxes)} boxes but {len(labels)} labels")
+        for k, (box, label) in enumerate(zip(boxes, labels)):
+            reason = check_box(box, None)
+            if reason:
+                _fail(reason, f"solution.boxes[{k}] {box!r} is not an xyxy box with x1<x2, y1<y2")
+            if not isinstance(label, str) or not label.strip():
+                _fail("empty_label", f"solution.labels[{k}] is empty or not a string")
+    elif task == "temporal_grounding":
+        seg = solution["segment"]
+        if not (isinstance(seg, list) and len(seg) == 2 and all(_is_number(v) for v in seg)):
+            _fail("bad_type", f"solution.segment must be [start_s, end_s], got {seg!r}")
+        if not 0 <= seg[0] < seg[1]:
+            _fail("segment_reversed", f"solution.segment {seg} needs 0 <= start < end")
+        dur = solution.get("duration")
+        if dur is not None and (not _is_number(dur) or dur <= 0):
+            _fail("bad_type", f"solution.duration must be a positive number of seconds, got {dur!r}")
+    elif task == "tracking":
+        boxes = solution["boxes"]
+        if not isinstance(boxes, list) or not boxes:
+            _fail("bad_type", "solution.boxes must be a non-empty list of xyxy boxes")
+        for k, box in enumerate(boxes):
+            reason = check_box(box, None)
+            if reason:
+                _fail(reason, f"solution.boxes[{k}] {box!r} is not an xyxy box with x1<x2, y1<y2")
+    elif task == "chart_to_code":
+        for key in ("code", "image"):
+            if solution.get(key) is not None and not isinstance(solution[key], str):
+                _fail("bad_type", f"solution.{key} must be a string")
+
+
+def check_record(rec: Any) -> dict[str, Any]:
+    """Validate one parsed JSON record; return it normalised (prompt as messages, defaults filled).
+
+    Raises ``RecordError`` naming the field and what was expected.
+    """
+    if not isinstance(rec, dict):
+        _fail("bad_type", f"a record must be a JSON object, got {type(rec).__name__}")
+    rid = rec.get("id")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
+        _fail("missing_field", "field 'id' must be a non-empty string")
+    task = rec.get("task")
+    if not isinstance(task, str):
+        _fail("missing_field", "field 'task' must be a string")
+    if task not in TASKS:
+        _fail("unknown_task", f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    images = rec.get("images") or []
+    if isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
+        _fail("bad_type", "field 'images' must be a list of paths")
+    video = rec.get("video")
+    if isinstance(video, str):
+        video = {"path": video}
+    if video is not None:
+        if not isinstance(video, dict) or not isinstance(video.get("path"), str) or not video["path"]:
+            _fail("bad_type", "field 'video' must be {'path': str, 'fps'?: float, 'max_frames'?: int}")
+        for key in ("fps", "max_frames", "min_frames"):
+            if video.get(key) is not None and (not _is_number(video[key]) or video[key] <= 0):
+                _fail("bad_type", f"video.{key} must be a positive number, got {video[key]!r}")
+    if task in VIDEO_TASKS and video is None:
+        _fail("missing_field", f"task {task!r} needs a 'video'")
+    coord_space = rec.get("coord_space", "pixel")
+    if coord_space not in COORD_SPACES:
+        _fail("bad_value", f"coord_space must be one of {COORD_SPACES}, got {coord_space!r}")
+    prompt = normalise_prompt(rec.get("prompt"), len(images), video is not None)
+    n_img = count_placeholders(prompt, "image")
+    if n_img != len(images):
+        _fail(
+            "placeholder_mismatch",
+            f"prompt has {n_img} image placeholder(s) but the record has {len(images)} image(s)",
+        )
+    n_vid = count_placeholders(prompt, "video")
+    if n_vid != (1 if video is not None else 0):
+        _fail(
+            "placeholder_mismatch",
+            f"prompt has {n_vid} video placeholder(s) but the record has {int(video is not None)} video(s)",
+        )
+    check_solution(task, rec.get("solution"))
+    out = dict(rec)
+    out.update(id=str(rid), images=images, video=video, coord_space=coord_space, prompt=prompt)
+    return out

@@ -1,0 +1,101 @@
+"""Bad data: strict mode stops with one line naming file, line, record id and problem; skip mode counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from data_pipelines.dataset import JsonlDataset
+from data_pipelines.records import RecordError
+
+
+def _msg(text="Q?"):
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def _rec(rid, task="grounding", images=("ok.png",), solution=None, **extra):
+    r = {
+        "id": rid,
+        "task": task,
+        "images": list(images),
+        "prompt": _msg(),
+        "solution": solution or {"box": [1, 1, 9, 9]},
+    }
+    r.update(extra)
+    return r
+
+
+# (record or raw line, reason counted in skip mode, words the strict-mode error must contain)
+CASES = [
+    (_rec("missing", images=["nope.png"]), "missing_file", "file not found"),
+    (_rec("corrupt", images=["corrupt.png"]), "corrupt_image", "cannot read image"),
+    (_rec("truncated", images=["truncated.png"]), "corrupt_image", "cannot read image"),
+    (_rec("outside", solution={"box": [5, 5, 40, 9]}), "box_outside_image", "does not fit the 20x20 image"),
+    (_rec("reversed", solution={"box": [9, 1, 1, 9]}), "box_reversed", "x1<x2"),
+    (_rec("emptylabel", task="classification", solution={"label": " "}), "empty_label", "label is empty"),
+    (_rec("unknown", task="segmentation"), "unknown_task", "unknown task 'segmentation'"),
+    (_rec("wrongtype", task="counting", solution={"count": "3"}), "bad_type", "non-negative integer"),
+    (_rec("nosolution", task="detection", solution={"boxes": []}), "missing_field", "boxes+labels"),
+    (_rec("placeholders", images=["ok.png", "ok.png"]), "placeholder_mismatch", "1 image placeholder"),
+    ('{"id": "broken", "task": ', "bad_json", "not valid JSON"),
+]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    Image.new("RGB", (20, 20), "white").save(tmp_path / "ok.png")
+    (tmp_path / "corrupt.png").write_bytes(b"this is not a png at all")
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "full.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    return tmp_path
+
+
+def _file(folder, bad):
+    good = [_rec("good1"), _rec("good2", solution={"box": [0, 0, 20.5, 20]})]  # 0.5 px overhang is clipped
+    lines = [json.dumps(good[0]), bad if isinstance(bad, str) else json.dumps(bad), json.dumps(good[1])]
+    path = folder / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("bad,reason,words", CASES, ids=[c[1] + "-" + str(i) for i, c in enumerate(CASES)])
+def test_strict_mode_names_file_line_id_and_problem(folder, bad, reason, words):
+    path = _file(folder, bad)
+    ds = None
+    with pytest.raises(RecordError) as info:
+        ds = JsonlDataset(path, on_bad_record="error")
+        [ds[i] for i in range(len(ds))]
+    msg = str(info.value)
+    assert "\n" not in msg and info.value.reason == reason
+    assert msg.startswith(f"{path}:2: ") and words in msg
+    if not isinstance(bad, str):
+        assert f"record {bad['id']!r}" in msg
+
+
+@pytest.mark.parametrize("bad,reason,words", CASES, ids=[c[1] + "-" + str(i) for i, c in enumerate(CASES)])
+def test_skip_mode_skips_and_counts(folder, bad, reason, words):
+    ds = JsonlDataset(_file(folder, bad), on_bad_record="skip")
+    samples = list(ds)
+    assert [s.id for s in samples] == ["good1", "good2"]
+    assert dict(ds.skipped) == {reason: 1}
+    assert ds.skipped_summary() == f"skipped 1 record(s): {reason} 1"
+    # 20x20 is upscaled to 56x56 (min_pixels 3136); the 20.5 overhang is clipped to 20 first: 20 * 2.8 = 56
+    assert samples[1].solution["box"] == pytest.approx([0, 0, 56, 56])
+
+
+def test_skip_mode_replaces_a_record_that_fails_on_load(folder):
+    ds = JsonlDataset(_file(folder, CASES[1][0]), on_bad_record="skip")
+    assert len(ds) == 3  # the corrupt file exists, so only loading finds it out
+    assert ds[1].id == "good2" and ds.skipped == {"corrupt_image": 1}
+    assert ds[1].id == "good2" and ds.skipped == {"corrupt_image": 1}  # counted once
+
+
+def test_duplicate_ids_and_bad_policy(folder):
+    path = folder / "dup.jsonl"
+    path.write_text(json.dumps(_rec("a")) + "\n\n" + json.dumps(_rec("a")) + "\n")
+    with pytest.raises(RecordError, match=r"dup.jsonl:3: record 'a': id 'a' appears twice"):
+        JsonlDataset(path)
+    with pytest.raises(ValueError, match="on_bad_record must be one of"):
+        JsonlDataset(path, on_bad_record="ignore")
