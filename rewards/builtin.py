@@ -1,3 +1,3 @@
 """Imports every built-in reward module so that its ``@register_reward`` runs."""
 
-from rewards import accuracy, format_reward, iou  # noqa: F401
+from rewards import accuracy, counting, detection, format_reward, iou, temporal, tracking  # noqa: F401

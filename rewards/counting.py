@@ -1,0 +1,79 @@
+"""``counting``: an integer answer against ``solution["count"]``.
+
+Applies to records whose solution has a ``count`` (else None). The answer (tag rule of
+:mod:`rewards.parsing`; a number in the reasoning never counts) must state exactly one count:
+
+- digits (``"3"``, ``"3."``, ``"There are 3 dogs."``, ``"3.0"``), an English number word from zero to
+  twenty (``"three"``), or JSON ``{"count": 3}``;
+- several different numbers ("3 or 4", "between 3 and 5"), a non-integer ("3.5"), a negative
+  number, or no number at all: 0, counted as ``ambiguous`` / ``parse_fail``.
+
+Score: 1.0 on an exact match, else 0.0. With ``relative_error_credit=True`` a near miss earns
+``max(0, 1 - |pred - gt| / max(gt, 1))`` (so 4 for 5 scores 0.8, 0 for 0 scores 1, 1 for 0 scores 0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rewards.columns import completion_text, solutions
+from rewards.parsing import extract_answer, find_number_words, find_numbers, loads_json
+from rewards.registry import register_reward
+from rewards.result import MetricCounter, Scores
+
+
+class CountParse:
+    """Outcome of reading a count: ``value`` (an int) or ``failure`` ("parse_fail" / "ambiguous")."""
+
+    __slots__ = ("value", "failure")
+
+    def __init__(self, value: int | None, failure: str = ""):
+        self.value, self.failure = value, failure
+
+
+def parse_count(answer: str | None) -> CountParse:
+    """The single non-negative integer an answer states (see module doc). Never raises."""
+    if answer is None:
+        return CountParse(None, "parse_fail")
+    ok, value = loads_json(answer)
+    if ok and isinstance(value, dict):
+        value = value.get("count", value.get("answer"))
+    if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+        numbers = [float(value)]
+    else:
+        numbers = find_numbers(answer) + [float(w) for w in find_number_words(answer)]
+    distinct = sorted(set(numbers))
+    if not distinct:
+        return CountParse(None, "parse_fail")
+    if len(distinct) > 1:
+        return CountParse(None, "ambiguous")
+    x = distinct[0]
+    if not math.isfinite(x) or x < 0 or x != int(x) or x > 1e12:
+        return CountParse(None, "ambiguous")
+    return CountParse(int(x))
+
+
+@register_reward("counting")
+def counting(completions: list, relative_error_credit: bool = False, **columns: Any) -> Scores:
+    """Counting: 1.0 when the answer states exactly ``solution["count"]`` (near-miss credit optional)."""
+    n = len(completions)
+    sols = solutions(columns, n)
+    counter = MetricCounter("parse_fail", "ambiguous")
+    out: list[float | None] = []
+    for completion, sol in zip(completions, sols):
+        gt = sol.get("count")
+        if gt is None or isinstance(gt, bool):
+            out.append(None)
+            continue
+        gt = int(gt)
+        answer = extract_answer(completion_text(completion))
+        parsed = parse_count(answer.text)
+        if parsed.value is None:
+            counter.add(parsed.failure)
+            out.append(0.0)
+        elif relative_error_credit:
+            out.append(max(0.0, 1.0 - abs(parsed.value - gt) / max(gt, 1)))
+        else:
+            out.append(1.0 if parsed.value == gt else 0.0)
+    return counter.scores(out)

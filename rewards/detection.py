@@ -1,0 +1,146 @@
+"""``detection``: many labelled boxes (optionally with confidences) against ``solution["boxes"/"labels"]``.
+
+Applies to records whose solution has ``boxes`` and that are not tracking records (``task ==
+"tracking"``; without a ``task`` column, a solution without ``labels`` is taken as tracking). A
+solution without ``labels`` (with a task column saying detection) is class-agnostic. Empty ``boxes``
+means "no objects": answering ``[]`` (or "none") then scores 1.0 and any box scores 0.
+
+Parsing (per string): :mod:`rewards.boxes` reads Qwen2.5-VL's ``[{"bbox_2d": [...], "label": ...,
+"score": ...}]`` and the other forms, reorders reversed corners, clips to the image (or 0-1000),
+keeps malformed entries as boxes that match nothing, and rejects answers with more than ``max_boxes``
+boxes (score 0, ``too_many_boxes``) before any geometry runs. A box without a label matches no
+labelled ground truth: it is a false positive, never a crash. Predictions are put in a canonical order
+(confidence, then coordinates, then label) so the score never depends on the order of the output.
+
+Scoring (batched on tensors on ``device``): :mod:`rewards.matching` -- duplicates removed by IoU,
+Hungarian matching over the full N x M IoU matrix, ``score="mean_iou"`` (sum of matched IoU over
+max(N_pred, N_gt), default) or ``"f1"`` at ``iou_threshold``, and with ``confidence_weight`` > 0 a
+proper confidence score mixed in. Range [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rewards.boxes import Box, gt_box, parse_boxes
+from rewards.columns import column, completion_text, frame_size, resolve_device, solutions
+from rewards.matching import MODES, GtBox, PredBox, score_detections
+from rewards.parsing import extract_answer, normalize_label, synonym_table
+from rewards.registry import register_reward
+from rewards.result import MetricCounter, Scores
+
+
+def is_detection_record(solution: dict[str, Any], task: Any) -> bool:
+    """Whether ``detection`` applies (``boxes`` present and not a tracking record)."""
+    if solution.get("boxes") is None:
+        return False
+    if task is not None:
+        return task != "tracking"
+    return solution.get("labels") is not None
+
+
+def canonical_order(boxes: list[Box]) -> list[Box]:
+    """Valid boxes by confidence (missing = 1.0) descending, then coordinates and label; invalid last."""
+    return sorted(
+        boxes,
+        key=lambda b: (
+            not b.valid,
+            -(1.0 if b.score is None else b.score),
+            b.x1,
+            b.y1,
+            b.x2,
+            b.y2,
+            b.label or "",
+        ),
+    )
+
+
+class _LabelIds:
+    """Maps normalised labels (through synonyms) to integer ids shared by one batch."""
+
+    def __init__(self, synonyms: dict[str, str]):
+        self.synonyms, self.ids = synonyms, {}
+
+    def __call__(self, label: Any) -> int:
+        if label is None:
+            return -1
+        norm = normalize_label(label)
+        norm = self.synonyms.get(norm, norm)
+        if not norm:
+            return -1
+        return self.ids.setdefault(norm, len(self.ids))
+
+
+@register_reward("detection")
+def detection(
+    completions: list,
+    score: str = "mean_iou",
+    iou_threshold: float = 0.5,
+    dedup_iou: float = 0.95,
+    max_boxes: int = 100,
+    confidence_weight: float = 0.0,
+    synonyms: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    **columns: Any,
+) -> Scores:
+    """Detection: one-to-one matched boxes, false positives and misses penalised alike, in [0, 1]."""
+    if score not in MODES:
+        raise ValueError(f"detection: score must be one of {MODES}, got {score!r}")
+    if not 0.0 <= confidence_weight <= 1.0:
+        raise ValueError(f"detection: confidence_weight must be in [0, 1], got {confidence_weight!r}")
+    n = len(completions)
+    sols = solutions(columns, n)
+    tasks, spaces, sizes, ids = (column(columns, k, n) for k in ("task", "coord_space", "image_size", "id"))
+    label_id = _LabelIds(synonym_table(synonyms))
+    counter = MetricCounter(
+        "parse_fail", "too_many_boxes", "invalid_box", "fixed_box", "unlabeled_box", "duplicates"
+    )
+    out: list[float | None] = [None] * n
+    idx: list[int] = []
+    preds: list[list[PredBox]] = []
+    gts: list[list[GtBox]] = []
+    agnostic: list[bool] = []
+    for i, (completion, sol) in enumerate(zip(completions, sols)):
+        if not is_detection_record(sol, tasks[i]):
+            continue
+        frame = frame_size(spaces[i], sizes[i])
+        gt_boxes, gt_labels = list(sol["boxes"]), sol.get("labels")
+        if gt_labels is not None and len(gt_labels) != len(gt_boxes):
+            raise ValueError(
+                f"detection: record {ids[i]!r}: solution has {len(gt_boxes)} boxes but {len(gt_labels)} labels"
+            )
+        gt_row = []
+        for j, b in enumerate(gt_boxes):
+            g = gt_box(b, frame)
+            if g is None:
+                raise ValueError(
+                    f"detection: record {ids[i]!r}: solution box {j} must be 4 finite numbers, got {b!r}"
+                )
+            gt_row.append((g.x1, g.y1, g.x2, g.y2, label_id(gt_labels[j]) if gt_labels is not None else -1))
+        out[i] = 0.0
+        parsed = parse_boxes(extract_answer(completion_text(completion)).text, frame, max_boxes=max_boxes)
+        if not parsed.ok:
+            counter.add("too_many_boxes" if parsed.failure == "too_many_boxes" else "parse_fail")
+            continue
+        counter.add("invalid_box", parsed.invalid)
+        counter.add("fixed_box", parsed.fixed)
+        counter.add("unlabeled_box", sum(b.valid and b.label is None for b in parsed.boxes))
+        idx.append(i)
+        agnostic.append(gt_labels is None)
+        gts.append(gt_row)
+        preds.append(
+            [
+                (b.x1, b.y1, b.x2, b.y2, label_id(b.label), 1.0 if b.score is None else b.score)
+                for b in canonical_order(parsed.boxes)
+            ]
+        )
+    if idx:
+        scores, dups = score_detections(
+            preds, gts, agnostic, score, iou_threshold, dedup_iou, confidence_weight, resolve_device(device)
+        )
+        counter.add("duplicates", int(dups.sum()))
+        for i, v in zip(idx, scores.tolist()):
+            out[i] = float(v)
+    return counter.scores(out)
