@@ -9,6 +9,7 @@ prompt do not depend on which other prompts share its batch, its rank, or the wo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -183,11 +184,14 @@ def generate(
     params: SamplingParams,
     seeds: list[int],
     feats: VisionFeatures | None = None,
+    all_done: Callable[[bool], bool] | None = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each prompt.
 
     seeds: one int per prompt; completion g of prompt b uses noise from a generator seeded with
     seeds[b], so results are independent of batch composition. Returns a group-contiguous Rollout.
+    all_done: turns "every local sequence stopped" into "every rank's did" (FSDP2 needs all ranks to
+    run the same number of decode steps, since each forward is a collective).
     """
     inner = _inner(model)
     tok = processor.tokenizer
@@ -241,7 +245,8 @@ def generate(
         tokens[:, t] = nxt
         lengths += active.long()
         done = done | (active & torch.isin(nxt, stop))
-        if bool(done.all()):
+        finished = bool(done.all())
+        if all_done(finished) if all_done is not None else finished:
             break
         attn = torch.cat([attn, active.long()[:, None]], dim=1)
         pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)

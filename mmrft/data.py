@@ -1,0 +1,148 @@
+"""The trainer's data: datasets from config (files or the built-in synthetic task), a stateless
+step sampler, and SFT targets.
+
+The sampler is a pure function of (seed, step): an infinite stream of epochs, each a seeded permutation.
+Step ``s`` takes stream positions ``[s*B, (s+1)*B)``; rank ``r`` of ``W`` takes the contiguous slice
+``r*B/W .. (r+1)*B/W``. Resuming needs only the step, and the global batch is the same for any world size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from data_pipelines.dataset import JsonlDataset
+from data_pipelines.sample import Sample
+from data_pipelines.vision import VisionSpec
+
+
+@dataclass
+class Datasets:
+    train: JsonlDataset
+    eval: JsonlDataset | None
+    sft: JsonlDataset | None
+
+
+def vision_spec(cfg) -> VisionSpec:
+    return VisionSpec(
+        min_pixels=cfg.data.min_pixels,
+        max_pixels=cfg.data.max_pixels,
+        video_fps=cfg.data.video_fps,
+        video_max_frames=max(cfg.data.video_max_frames, 4),
+    )
+
+
+def write_synthetic(cfg, data_dir: Path) -> dict[str, Path]:
+    """Write the built-in task's train / held-out splits (deterministic; skipped when already there)."""
+    from data_pipelines.synthetic import write_shapes_dataset
+
+    syn = cfg.data.synthetic
+    stamp = data_dir / "synthetic.json"
+    want = {
+        "task": syn.task,
+        "n_train": syn.n_train,
+        "n_eval": syn.n_eval,
+        "seed": syn.seed,
+        "image_size": syn.image_size,
+        "prompt_style": syn.prompt_style,
+    }
+    paths = {"train": data_dir / f"{syn.task}_train.jsonl", "eval": data_dir / f"{syn.task}_heldout.jsonl"}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want and all(p.is_file() for p in paths.values()):
+        return paths
+    common = dict(task=syn.task, image_size=syn.image_size, prompt_style=syn.prompt_style)
+    write_shapes_dataset(data_dir, n=syn.n_train, seed=syn.seed, split="train", **common)
+    write_shapes_dataset(data_dir, n=syn.n_eval, seed=syn.seed + 1, split="heldout", **common)
+    stamp.write_text(json.dumps(want))
+    return paths
+
+
+def build_datasets(cfg, files: dict[str, Path | None]) -> Datasets:
+    spec = vision_spec(cfg)
+
+    def load(path):
+        return JsonlDataset(path, vision=spec, on_bad_record=cfg.data.on_bad_record) if path else None
+
+    train = load(files["train"])
+    assert train is not None
+    if len(train) == 0:
+        raise ValueError(f"data.train_file={str(files['train'])!r}: no usable records")
+    return Datasets(train, load(files.get("eval")), load(files.get("sft")) if files.get("sft") else None)
+
+
+def step_indices(step: int, batch: int, n: int, seed: int, rank: int, world: int, shuffle: bool = True):
+    """(dataset indices, stream positions) this rank uses at ``step``; see the module docstring."""
+    if batch % world:
+        raise ValueError(
+            f"train.prompts_per_step={batch} must be divisible by the number of processes {world}"
+        )
+    local = batch // world
+    start = step * batch + rank * local
+    positions = list(range(start, start + local))
+    out, cache = [], {}
+    for pos in positions:
+        epoch, i = divmod(pos, n)
+        if epoch not in cache:
+            g = torch.Generator().manual_seed(seed * 7919 + epoch)
+            cache[epoch] = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+        out.append(cache[epoch][i])
+    return out, positions
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """The sampling seed of the prompt at a stream position (independent of rank and batch layout)."""
+    return (seed * 1_000_003 + position * 7_919 + 17) % (2**62)
+
+
+def _fmt(v: float) -> str:
+    return str(int(round(v))) if abs(v - round(v)) < 1e-6 or abs(v) >= 10 else f"{v:.1f}"
+
+
+def answer_text(sample: Sample) -> str:
+    """The reference answer of a record, in the form its reward parses (model frame)."""
+    sol = sample.solution
+    if sample.task == "classification" or "label" in sol and sample.task not in ("detection",):
+        return str(sol["label"])
+    if sample.task == "counting":
+        return str(int(sol["count"]))
+    if sample.task == "grounding":
+        return json.dumps({"bbox_2d": [int(round(v)) for v in sol["box"]]})
+    if sample.task == "detection":
+        return json.dumps(
+            [
+                {"bbox_2d": [int(round(v)) for v in b], "label": lab}
+                for b, lab in zip(sol["boxes"], sol["labels"])
+            ]
+        )
+    if sample.task == "temporal_grounding":
+        s, e = sol["segment"]
+        return f"{_fmt(s)} to {_fmt(e)}"
+    if sample.task == "chart_to_code" and "code" in sol:
+        return f"```python\n{sol['code']}\n```"
+    raise ValueError(f"record {sample.id!r}: no SFT target for task {sample.task!r}; add a 'response' column")
+
+
+def sft_target(sample: Sample, prompt_style: str) -> str:
+    """SFT target text: the record's ``response`` column if present, else the answer in tags."""
+    if isinstance(sample.columns.get("response"), str):
+        return sample.columns["response"]
+    ans = answer_text(sample)
+    if prompt_style == "think_answer":
+        return f"<think>The answer is {ans}.</think><answer>{ans}</answer>"
+    return f"<answer>{ans}</answer>"
+
+
+def encode_targets(tokenizer, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded target ids [N, T] ending in <|im_end|>, and their mask [N, T]."""
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
+    T = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+    out = torch.full((len(ids), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1
+    return out.to(device), mask.to(device)

@@ -1,0 +1,181 @@
+"""The only module that talks to ``torch.distributed``.
+
+Under ``torchrun`` (which sets RANK / WORLD_SIZE / LOCAL_RANK, the launcher's own contract) the process
+group is initialised with NCCL on CUDA and gloo on CPU. Data parallelism is FSDP2 (``fully_shard``) by
+default, DDP as an option. Each parameter is sharded with the module the trainer calls directly (the
+vision tower, the token embedding, the language model, the LM head), since the vision-once forward calls
+those pieces rather than the model's root ``forward``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits. ``strategy`` is the resolved one (fsdp, ddp or none)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    strategy: str = "none"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(strategy: str = "auto", backend: str = "auto", device: str = "auto") -> DistInfo:
+    """Initialise the process group when launched by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available; use auto or cpu")
+    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        be = backend if backend != "auto" else ("nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend=be)
+    resolved = strategy
+    if strategy == "auto":
+        resolved = "fsdp" if world > 1 else "none"
+    if world == 1:
+        resolved = "none"
+    return DistInfo(rank, world, local, dev, resolved)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (returns a new tensor; identity on one process)."""
+    if not dist.is_initialized():
+        return t.clone()
+    out = t.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate equal-shaped tensors from all ranks along dim 0, in rank order."""
+    if not dist.is_initialized():
+        return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (on every rank)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """Apply the data-parallel strategy. Returns the module to train (the same object for FSDP2)."""
+    if info.strategy == "none":
+        return model
+    if info.strategy == "ddp":
+        # Replicated weights; gradients are summed by `reduce_gradients` after backward. (torch's DDP
+        # wrapper syncs only through its own forward, and the vision-once forward calls submodules.)
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+        return model
+    if info.strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        core = inner.model
+        for block in core.visual.blocks:
+            fully_shard(block)
+        fully_shard(core.visual)
+        for layer in core.language_model.layers:
+            fully_shard(layer)
+        fully_shard(core.language_model.embed_tokens)
+        fully_shard(core.language_model)
+        fully_shard(inner.lm_head)
+        fully_shard(model)
+        return model
+    raise ValueError(f"distributed.strategy: unknown {info.strategy!r}; choose from auto, fsdp, ddp, none")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The trained module itself (FSDP2 shards in place; DDP here keeps the module unwrapped)."""
+    return model
+
+
+def loss_scale(info: DistInfo) -> float:
+    """Factor on a loss normalised by GLOBAL counts so that the synced gradient is the full-batch one:
+    FSDP2 averages gradients over ranks (so scale by world size); `reduce_gradients` sums them."""
+    return float(info.world_size) if info.strategy == "fsdp" else 1.0
+
+
+def reduce_gradients(model: torch.nn.Module, info: DistInfo) -> None:
+    """Sum gradients over ranks for the replicated (ddp) strategy; FSDP2 reduces in backward."""
+    if info.strategy != "ddp":
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def all_true(flag: bool, info: DistInfo) -> bool:
+    """True when ``flag`` holds on every rank (a collective when world_size > 1)."""
+    if info.world_size == 1 or not dist.is_initialized():
+        return flag
+    t = torch.tensor([0 if flag else 1], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return int(t.item()) == 0
+
+
+def full_state_dict(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None):
+    """Full (unsharded) CPU state dicts of model and optimizer; collective under FSDP2."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    target = unwrap(model)
+    if optimizer is None:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(target, options=opts), None
+    return get_state_dict(target, optimizer, options=opts)
+
+
+def load_full_state_dict(model, optimizer, model_sd, optim_sd) -> None:
+    """Load full state dicts (as written by ``full_state_dict``) into a possibly sharded model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, strict=True)
+    set_state_dict(
+        unwrap(model), optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts
+    )

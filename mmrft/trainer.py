@@ -1,0 +1,432 @@
+"""The training recipe: an optional SFT warm-up, then GRPO, each step spelled out below.
+
+This is the only module that knows the order of a step. From Python:
+
+    from mmrft.config import load_config
+    from mmrft.trainer import train
+    summary = train(load_config("configs/quickstart.yaml", ["train.output_dir=/tmp/run", "grpo.steps=3"]))
+
+One GRPO step: sample B prompts (this rank's share) -> encode them once (vision tower once per image)
+-> G completions each -> rewards -> group advantages (over the global batch) -> for each of mu
+iterations: micro-batches of whole groups, loss normalised by global counts, backward -> gradient sync,
+clip, AdamW, schedule. One SFT step: the same forward on reference answers, cross-entropy on answer tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from mmrft import checkpoint, distributed
+from mmrft.config import Config, to_dict
+from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
+from mmrft.evaluation import evaluate
+from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
+from mmrft.models.forward import completion_logprobs, encode_vision
+from mmrft.models.loading import load_model
+from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
+from mmrft.scoring import RewardStack
+from mmrft.tracking import Tracker, plot_rewards
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _lr_lambda(warmup: int, total: int, min_ratio: float):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def make_optimizer(model, cfg: Config, stage: str):
+    """AdamW over trainable parameters and its warmup + cosine schedule, for one stage."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = cfg.sft.lr if stage == "sft" else cfg.train.lr
+    steps = cfg.sft.steps if stage == "sft" else cfg.grpo.steps * cfg.grpo.num_iterations
+    opt = torch.optim.AdamW(
+        params, lr=lr, betas=tuple(cfg.train.adam_betas), weight_decay=cfg.train.weight_decay
+    )
+    warmup = 0 if stage == "sft" else cfg.train.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(warmup, steps, cfg.train.min_lr_ratio))
+    return opt, sched
+
+
+def _apply_lora(model, cfg: Config):
+    if cfg.model.lora_r <= 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lc = LoraConfig(
+        r=cfg.model.lora_r,
+        lora_alpha=cfg.model.lora_alpha,
+        lora_dropout=cfg.model.lora_dropout,
+        target_modules=list(cfg.model.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lc)
+
+
+def _prepare_inputs(cfg: Config, run_dir: Path, info: distributed.DistInfo) -> tuple[Path, dict]:
+    """Model path (building the tiny model if asked) and data files (writing the synthetic task if
+    asked), made by rank 0 while the others wait."""
+    model_path = Path(cfg.model.path) if cfg.model.path else run_dir / "model_init"
+    files: dict[str, Any] = {
+        "train": cfg.data.train_file,
+        "eval": cfg.data.eval_file,
+        "sft": cfg.data.sft_file,
+    }
+    if info.is_main:
+        if cfg.model.path is None:
+            from mmrft.models.tiny import build_tiny
+
+            if not (model_path / "config.json").is_file():
+                build_tiny(model_path, seed=cfg.model.tiny_seed, preset=cfg.model.tiny)
+        if cfg.data.train_file is None:
+            syn = write_synthetic(cfg, run_dir / "data")
+            files["train"] = syn["train"]
+            files["eval"] = files["eval"] or syn["eval"]
+    distributed.barrier()
+    if cfg.data.train_file is None:
+        syn_dir = run_dir / "data"
+        task = cfg.data.synthetic.task
+        files["train"] = syn_dir / f"{task}_train.jsonl"
+        files["eval"] = cfg.data.eval_file or syn_dir / f"{task}_heldout.jsonl"
+    return model_path, files
+
+
+class Trainer:
+    """Holds what a step needs; ``run()`` is the loop."""
+
+    def __init__(self, cfg: Config, resume: bool = False):
+        self.cfg = cfg
+        self.t0 = time.time()
+        self.info = distributed.init(cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device)
+        self.run_dir = Path(cfg.train.output_dir)
+        if not resume and checkpoint.latest(self.run_dir) is not None:
+            raise FileExistsError(
+                f"train.output_dir={str(self.run_dir)!r} already holds checkpoints; pass --resume to continue "
+                "that run or choose another output directory (nothing is overwritten)"
+            )
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        seed_everything(cfg.train.seed)
+        model_path, files = _prepare_inputs(cfg, self.run_dir, self.info)
+        loaded = load_model(
+            model_path,
+            device=self.info.device,
+            dtype=cfg.model.dtype,
+            attn_implementation=cfg.model.attn_implementation,
+            with_reference=cfg.grpo.beta > 0,
+            gradient_checkpointing=cfg.model.gradient_checkpointing,
+            freeze_vision=cfg.model.freeze_vision,
+            min_pixels=cfg.data.min_pixels,
+            max_pixels=cfg.data.max_pixels,
+        )
+        self.processor = loaded.processor
+        self.policy = distributed.wrap(_apply_lora(loaded.policy, cfg), self.info)
+        self.reference = (
+            distributed.wrap(loaded.reference, self.info) if loaded.reference is not None else None
+        )
+        self.rewards = RewardStack(cfg.rewards, self.info.device)
+        self.data = build_datasets(cfg, files)
+        self.total_steps = cfg.sft.steps + cfg.grpo.steps
+        self.tracker = Tracker(
+            self.run_dir, self.info.is_main, cfg.train.tensorboard, cfg.train.progress_bar, self.total_steps
+        )
+        self.state: dict[str, Any] = {"step": 0, "optimizer_stage": self.stage_of(0)}
+        self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, self.state["optimizer_stage"])
+        ckpt = checkpoint.latest(self.run_dir) if resume else None
+        if ckpt is not None:
+            saved = json.loads((ckpt / "trainer_state.json").read_text())
+            if saved["optimizer_stage"] != self.state["optimizer_stage"]:
+                self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, saved["optimizer_stage"])
+            self.state = checkpoint.load(ckpt, self.policy, self.optimizer, self.scheduler, self.info)
+            self.tracker.advance(self.state["step"])
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def stage_of(self, step: int) -> str:
+        return "sft" if step < self.cfg.sft.steps else "grpo"
+
+    def _all_done(self, flag: bool) -> bool:
+        return distributed.all_true(flag, self.info)
+
+    def _micro_chunks(self, n_prompts: int, per_chunk: int) -> list[list[int]]:
+        return [list(range(i, min(i + per_chunk, n_prompts))) for i in range(0, n_prompts, per_chunk)]
+
+    def _optimizer_step(self) -> dict[str, float]:
+        distributed.reduce_gradients(self.policy, self.info)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if self.cfg.train.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"grad_norm": float(norm), "lr": lr}
+
+    # ---- one SFT step ----------------------------------------------------------------------------
+    def sft_step(self, step: int) -> dict[str, float]:
+        cfg, info = self.cfg, self.info
+        ds = self.data.sft or self.data.train
+        n = len(ds)
+        if self.data.sft is None and cfg.data.train_file is None:
+            n = min(n, cfg.data.synthetic.sft_examples)  # the few labelled examples of the warm-up
+        idx, _ = step_indices(
+            step, cfg.sft.batch_size, n, cfg.train.seed + 1, info.rank, info.world_size, cfg.data.shuffle
+        )
+        samples = [ds[i] for i in idx]
+        pb = encode_prompts(self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device)
+        texts = [sft_target(s, cfg.data.synthetic.prompt_style) for s in samples]
+        ids, mask = encode_targets(self.processor.tokenizer, texts, info.device)
+        total_tokens = distributed.all_reduce_sum(mask.sum().float())
+        feats = encode_vision(self.policy, pb)
+        s2p = torch.arange(len(samples), device=info.device)
+        lp = completion_logprobs(self.policy, pb, feats, s2p, ids, mask)
+        out = sft_loss(lp, mask, total_tokens=total_tokens)
+        (out.loss * distributed.loss_scale(info)).backward()
+        return {"loss": float(out.loss.detach()), **out.metrics, **self._optimizer_step()}
+
+    # ---- one GRPO step ---------------------------------------------------------------------------
+    def grpo_step(self, step: int, grpo_step: int) -> tuple[dict[str, float], list[dict]]:
+        cfg, info = self.cfg, self.info
+        G, mu = cfg.rollout.group_size, cfg.grpo.num_iterations
+        idx, positions = step_indices(
+            grpo_step,
+            cfg.train.prompts_per_step,
+            len(self.data.train),
+            cfg.train.seed,
+            info.rank,
+            info.world_size,
+            cfg.data.shuffle,
+        )
+        samples = [self.data.train[i] for i in idx]
+        pb = encode_prompts(self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device)
+        sampling = SamplingParams(
+            cfg.rollout.max_completion_length, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k
+        )
+        self.policy.eval()
+        ro = generate(
+            self.policy,
+            self.processor,
+            pb,
+            G,
+            sampling,
+            [sample_seed(cfg.train.seed, p) for p in positions],
+            all_done=self._all_done,
+        )
+        self.policy.train()
+        seq_samples = [samples[b] for b in ro.seq_to_prompt.tolist()]
+        scored = self.rewards(ro.texts, seq_samples)
+
+        # advantages over the GLOBAL batch (identical to one process holding every prompt)
+        N = len(ro.texts)
+        rewards_all = distributed.all_gather_tensor(scored.total.to(info.device)).cpu()  # [W*N]
+        advantages = group_advantages(rewards_all, G, cfg.grpo.scale_rewards)[
+            info.rank * N : (info.rank + 1) * N
+        ]
+        mask = ro.completion_mask.float()  # [N, T]
+        keep = torch.ones(N, dtype=torch.bool)
+        zero_std = zero_variance_groups(scored.total, G)  # [B]
+        if cfg.grpo.drop_zero_variance_groups:
+            keep = ~zero_std.repeat_interleave(G)
+            mask = mask * keep.to(mask.device)[:, None]
+        total_tokens = distributed.all_reduce_sum(mask.sum())
+        total_seqs = distributed.all_reduce_sum(keep.sum().float().to(info.device))
+        advantages = advantages.to(info.device)
+        temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+        chunks = self._micro_chunks(pb.size, cfg.train.micro_batch_size // G)
+
+        def seqs_of(chunk):
+            return torch.cat([torch.arange(b * G, (b + 1) * G) for b in chunk]).to(info.device)
+
+        def logprobs(model, chunk):
+            sub = pb.select(chunk)
+            s2p = torch.arange(len(chunk), device=info.device).repeat_interleave(G)
+            seqs = seqs_of(chunk)
+            feats = encode_vision(model, sub)
+            return completion_logprobs(
+                model, sub, feats, s2p, ro.completion_ids[seqs], ro.completion_mask[seqs], temperature
+            )
+
+        ref_lp, old_lp = {}, {}
+        with torch.no_grad():
+            for k, chunk in enumerate(chunks):
+                if self.reference is not None:
+                    ref_lp[k] = logprobs(self.reference, chunk)
+                if mu > 1:
+                    old_lp[k] = logprobs(self.policy, chunk)
+        metrics: dict[str, float] = {}
+        for _ in range(mu):
+            acc: dict[str, float] = {}
+            loss_sum = 0.0
+            for k, chunk in enumerate(chunks):
+                seqs = seqs_of(chunk)
+                lp = logprobs(self.policy, chunk)
+                out = policy_loss(
+                    lp, old_lp[k] if mu > 1 else lp.detach(), advantages[seqs], mask[seqs],
+                    epsilon_low=cfg.grpo.epsilon_low, epsilon_high=cfg.grpo.epsilon_high,
+                    ref_logprobs=ref_lp.get(k), beta=cfg.grpo.beta, aggregation=cfg.grpo.loss_aggregation,
+                    max_completion_length=cfg.rollout.max_completion_length,
+                    importance_level=cfg.grpo.importance_level, total_tokens=total_tokens, total_seqs=total_seqs,
+                )  # fmt: skip
+                (out.loss * distributed.loss_scale(info)).backward()
+                loss_sum += float(out.loss.detach())
+                w = float(mask[seqs].sum()) / max(float(mask.sum()), 1.0)
+                for m, v in out.metrics.items():
+                    if m in ("clip_frac", "clip_frac_low", "clip_frac_high", "kl", "ratio_mean"):
+                        acc[m] = acc.get(m, 0.0) + w * v
+            metrics = {"loss": loss_sum, **acc, **self._optimizer_step()}
+
+        groups = rewards_all.view(-1, G)
+        metrics.update(scored.metrics)
+        metrics.update({
+            "reward": float(rewards_all.nanmean()),
+            "reward_std": float(groups.std(dim=1).nanmean()),
+            "completion_len": float(ro.completion_mask.sum(1).float().mean()),
+            "truncated_frac": float(ro.truncated.float().mean()),
+            "zero_std_frac": float(zero_std.float().mean()),
+        })  # fmt: skip
+        rows = (
+            self._sample_rows(ro, samples, scored, advantages)
+            if step % max(1, cfg.train.sample_every) == 0
+            else []
+        )
+        return metrics, rows
+
+    def _sample_rows(self, ro: Rollout, samples, scored, advantages) -> list[dict]:
+        rows = []
+        G = ro.group_size
+        for b in range(min(2, len(samples))):
+            prompt_text = (
+                " ".join(
+                    c.get("text", f"<{c.get('type')}>")
+                    for m in samples[b].prompt
+                    for c in m["content"]
+                    if isinstance(c, dict)
+                )
+                if isinstance(samples[b].prompt[0].get("content"), list)
+                else str(samples[b].prompt)
+            )
+            for g in range(G):
+                n = b * G + g
+                rows.append({
+                    "id": samples[b].id, "prompt": prompt_text, "completion": ro.texts[n],
+                    "solution": samples[b].solution, "reward": float(scored.total[n]),
+                    "rewards": {k: float(scored.per_reward[i, n]) for i, k in enumerate(scored.names)},
+                    "advantage": float(advantages[n]),
+                })  # fmt: skip
+        return rows
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        if self.data.eval is None:
+            return {}
+        return evaluate(self.policy, self.processor, self.data.eval, self.rewards, self.cfg, self.info)
+
+    def save(self, step: int) -> None:
+        self.state["step"] = step
+        checkpoint.save(
+            self.run_dir, step, self.policy, self.optimizer, self.scheduler, self.state, self.info
+        )
+
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to the end (or stop after global step ``stop_after``, as a crash would); return the summary."""
+        cfg = self.cfg
+        save_every = cfg.train.save_every
+        for step in range(self.state["step"], self.total_steps):
+            stage = self.stage_of(step)
+            if stage != self.state["optimizer_stage"]:
+                self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, stage)
+                self.state["optimizer_stage"] = stage
+            if stage == "grpo" and "eval_before" not in self.state:
+                self.state["eval_before"] = self.evaluate()
+                self.tracker.log(step - cfg.sft.steps, "grpo", _eval_metrics(self.state["eval_before"]))
+            t = time.time()
+            if stage == "sft":
+                metrics, rows = self.sft_step(step), []
+                log_step = step
+            else:
+                log_step = step - cfg.sft.steps
+                metrics, rows = self.grpo_step(step, log_step)
+            metrics["step_time"] = time.time() - t
+            if (step + 1) % max(1, cfg.train.log_every) == 0 or step + 1 == self.total_steps:
+                self.tracker.log(log_step, stage, metrics)
+            self.tracker.samples(log_step, rows)
+            self.tracker.advance()
+            self.state["step"] = step + 1
+            if (
+                stage == "grpo"
+                and cfg.train.eval_every
+                and (log_step + 1) % cfg.train.eval_every == 0
+                and step + 1 < self.total_steps
+            ):
+                self.tracker.log(log_step + 1, "grpo", _eval_metrics(self.evaluate()))
+            if save_every and (step + 1) % save_every == 0 and step + 1 < self.total_steps:
+                self.save(step + 1)
+            if stop_after is not None and step + 1 >= stop_after:
+                return {"stopped_at": step + 1}
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if "eval_before" not in self.state:
+            self.state["eval_before"] = self.evaluate()
+        eval_after = self.evaluate()
+        self.tracker.log(cfg.grpo.steps, "grpo", _eval_metrics(eval_after))
+        self.save(self.total_steps)
+        self._export()
+        summary = {
+            "eval_before": self.state["eval_before"],
+            "eval_after": eval_after,
+            "wall_seconds": time.time() - self.t0,
+            "steps": {"sft": cfg.sft.steps, "grpo": cfg.grpo.steps},
+            "world_size": self.info.world_size,
+        }
+        if self.info.is_main:
+            checkpoint.write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+            if cfg.train.plot:
+                plot_rewards(self.run_dir, self.run_dir / "reward_curve.png")
+        self.tracker.close()
+        return summary
+
+    def _export(self) -> None:
+        """The final weights as a Hugging Face checkpoint in ``final/`` (loadable like the input)."""
+        sd, _ = distributed.full_state_dict(self.policy)
+        if self.info.is_main:
+            model = self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
+            out = self.run_dir / "final"
+            if hasattr(self.policy, "get_base_model"):
+                self.policy.save_pretrained(out)  # the LoRA adapter
+            else:
+                model.save_pretrained(out, state_dict=sd)
+            self.processor.save_pretrained(out)
+        distributed.barrier()
+
+
+def _eval_metrics(ev: dict[str, float]) -> dict[str, float]:
+    return {f"eval_{k}" if k == "reward" else f"eval/{k}": v for k, v in ev.items()}
+
+
+def train(cfg: Config, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Run a whole training from a Config; returns the summary (also written to summary.json)."""
+    trainer = Trainer(cfg, resume=resume)
+    return trainer.run(stop_after=stop_after)
