@@ -1,0 +1,77 @@
+"""Length-prefixed frames on pipes: ``!II`` (header length, payload length), a JSON header, a payload.
+
+Reads go straight into ``bytearray`` buffers (``os.readv``), so the worker can zero a job's code and a
+render's bytes after use instead of leaving copies in memory that a later forked render inherits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any
+
+HEAD = struct.Struct("!II")
+MAX_HEADER = 1 << 20
+
+
+class FrameError(Exception):
+    """A peer closed the pipe or sent a frame that breaks the protocol."""
+
+
+def encode(header: dict[str, Any], payload: bytes | bytearray = b"") -> bytes:
+    h = json.dumps(header, separators=(",", ":")).encode()
+    return HEAD.pack(len(h), len(payload)) + h + bytes(payload)
+
+
+def write_frame(fd: int, header: dict[str, Any], payload: bytes | bytearray = b"") -> None:
+    data = memoryview(encode(header, payload))
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def read_exact(fd: int, n: int) -> bytearray:
+    """Exactly ``n`` bytes from blocking ``fd`` into a fresh bytearray; FrameError on EOF."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if k == 0:
+            raise FrameError(f"pipe closed after {got} of {n} bytes")
+        got += k
+    return buf
+
+
+def read_frame(fd: int, max_payload: int) -> tuple[dict[str, Any], bytearray]:
+    """One frame from blocking ``fd``: (header, payload). FrameError on EOF or a frame over the caps."""
+    hlen, plen = HEAD.unpack(bytes(read_exact(fd, HEAD.size)))
+    if hlen > MAX_HEADER or plen > max_payload:
+        raise FrameError(f"frame too large (header {hlen} B, payload {plen} B)")
+    header = parse_header(read_exact(fd, hlen))
+    return header, read_exact(fd, plen)
+
+
+def parse_header(raw: bytes | bytearray) -> dict[str, Any]:
+    try:
+        header = json.loads(bytes(raw))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FrameError(f"bad frame header ({e.__class__.__name__})") from e
+    if not isinstance(header, dict):
+        raise FrameError("frame header is not an object")
+    return header
+
+
+def split_frame(buf: bytes | bytearray, max_payload: int) -> tuple[dict[str, Any], bytes] | None:
+    """Parse one complete frame held in ``buf``; None when ``buf`` is not exactly one valid frame."""
+    if len(buf) < HEAD.size:
+        return None
+    hlen, plen = HEAD.unpack(bytes(buf[: HEAD.size]))
+    if hlen > MAX_HEADER or plen > max_payload or len(buf) != HEAD.size + hlen + plen:
+        return None
+    try:
+        header = parse_header(buf[HEAD.size : HEAD.size + hlen])
+    except FrameError:
+        return None
+    return header, bytes(buf[HEAD.size + hlen :])

@@ -1,0 +1,229 @@
+"""A pool of warm sandbox workers, used from the trainer's process.
+
+Each worker is a separate Python process (``rewards.sandbox.worker``) started with a scrubbed environment
+in its own session. A job goes to a free worker; the worker forks a fresh render process for it, so a
+render never sees another's state. The pool waits at most ``timeout_s`` plus a small margin for any one
+job: a worker that overruns, dies or breaks the protocol is killed (its whole process group) and replaced,
+and the job is reported as failed, so the caller never blocks longer than the slowest allowed render.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from rewards.sandbox import frames
+from rewards.sandbox.config import RenderResult, SandboxConfig
+
+# Seconds a worker may take beyond the render timeout (fork, kill, reap, transfer) before it is replaced.
+MARGIN_S = 3.0
+# Seconds a fresh worker may take to import matplotlib and probe the isolation layers.
+START_TIMEOUT_S = 120.0
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _worker_env(home: str) -> dict[str, str]:
+    """The whole environment a worker gets: nothing from the caller's (no tokens, no paths)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": home,
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": os.path.join(home, "mpl"),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    return env
+
+
+def _seed_font_cache(mpl_dir: str) -> None:
+    """Copy matplotlib's font list into the workers' config dir so they do not rebuild it (seconds)."""
+    os.makedirs(mpl_dir, exist_ok=True)
+    try:
+        import matplotlib
+
+        src = matplotlib.get_cachedir()
+        for name in os.listdir(src):
+            if name.startswith("fontlist") and name.endswith(".json"):
+                shutil.copy(os.path.join(src, name), mpl_dir)
+    except (OSError, ImportError):
+        pass
+
+
+class _Worker:
+    """One warm worker process and the pipes to it."""
+
+    def __init__(self, cfg: SandboxConfig, slot: int, home: str):
+        self.cfg = cfg
+        self.slot = slot
+        self.layers: list[str] = []
+        self.notes: list[str] = []
+        boot = f"import sys; sys.path.insert(0, {_PKG_ROOT!r}); from rewards.sandbox.worker import main; main()"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", boot, json.dumps(cfg.to_json()), str(slot)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_worker_env(home),
+            cwd=home,
+            start_new_session=True,
+            close_fds=True,
+        )
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        header, _ = self._read(time.monotonic() + START_TIMEOUT_S, 0)
+        if header.get("op") != "ready":
+            raise frames.FrameError(f"sandbox worker failed to start: {header.get('detail', header)}")
+        self.layers = list(header.get("layers", []))
+        self.notes = list(header.get("notes", []))
+        self.ready = True
+
+    def _read(self, deadline: float, max_payload: int) -> tuple[dict, bytearray]:
+        fd = self.proc.stdout.fileno()
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(left, 0))
+        if not ready:
+            raise TimeoutError("sandbox worker did not answer in time")
+        return frames.read_frame(fd, max_payload)  # the frame follows promptly once it starts
+
+    def run(self, code: str, job_id: int) -> RenderResult:
+        if not self.ready:
+            self.wait_ready()
+        frames.write_frame(self.proc.stdin.fileno(), {"op": "run", "id": job_id}, code.encode("utf-8", "replace"))
+        cap = self.cfg.max_output_bytes + self.cfg.max_result_bytes + frames.MAX_HEADER + 64
+        header, payload = self._read(time.monotonic() + self.cfg.timeout_s + MARGIN_S, cap)
+        if header.get("op") != "result" or header.get("id") != job_id:
+            raise frames.FrameError("sandbox worker answered out of turn")
+        return _decode(header, payload, self.cfg)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def _decode(status: dict, payload: bytearray, cfg: SandboxConfig) -> RenderResult:
+    """The worker's status plus the render's own frame (untrusted: validated field by field)."""
+    olen, rlen = frames.HEAD.unpack(bytes(payload[: frames.HEAD.size]))
+    output = bytes(payload[frames.HEAD.size : frames.HEAD.size + olen]).decode("utf-8", "replace")
+    child = frames.split_frame(payload[frames.HEAD.size + olen :], cfg.max_result_bytes)
+    common = dict(output=output, output_bytes=int(status.get("output_bytes", 0)), wall_s=float(status.get("wall_s", 0)))
+    if status.get("reason"):
+        return RenderResult(False, str(status["reason"]), detail=str(status.get("detail", ""))[:300], **common)
+    if child is None:
+        return RenderResult(False, "crash", detail="no valid result frame", **common)
+    header, png = child
+    layers = [str(x) for x in header.get("layers", [])] if isinstance(header.get("layers"), list) else []
+    if header.get("ok") is True and png[:8] == b"\x89PNG\r\n\x1a\n":
+        elements = header.get("elements") if isinstance(header.get("elements"), dict) else {}
+        return RenderResult(True, "", png=png, elements=elements, isolation=layers, **common)
+    reason = header.get("reason")
+    from rewards.sandbox.config import FAIL_REASONS
+
+    reason = reason if reason in FAIL_REASONS and reason else "crash"
+    return RenderResult(False, reason, detail=str(header.get("detail", ""))[:300], isolation=layers, **common)
+
+
+class SandboxPool:
+    """``workers`` warm sandbox workers; :meth:`submit` / :meth:`map` render code in parallel."""
+
+    def __init__(self, cfg: SandboxConfig | None = None):
+        self.cfg = cfg or SandboxConfig()
+        self._home = tempfile.mkdtemp(prefix="mmrft-sandbox-pool-")
+        _seed_font_cache(os.path.join(self._home, "mpl"))
+        self._free: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._ids = 0
+        self._closed = False
+        for slot in range(self.cfg.workers):
+            self._spawn(slot)
+        self._executor = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="sandbox")
+        self.replaced = 0
+
+    def _spawn(self, slot: int) -> _Worker:
+        w = _Worker(self.cfg, slot, self._home)
+        with self._lock:
+            self._all.append(w)
+        self._free.put(w)
+        return w
+
+    def isolation(self) -> tuple[list[str], list[str]]:
+        """(layers, notes) of a ready worker: what renders get on this machine, and what was given up."""
+        w = self._free.get()
+        try:
+            if not w.ready:
+                w.wait_ready()
+            return list(w.layers), list(w.notes)
+        finally:
+            self._free.put(w)
+
+    def run(self, code: str) -> RenderResult:
+        """Render ``code`` on the next free worker (blocking); never raises on anything the code does."""
+        if self._closed:
+            raise RuntimeError("sandbox pool is closed")
+        w = self._free.get()
+        with self._lock:
+            self._ids += 1
+            job_id = self._ids
+        try:
+            result = w.run(code, job_id)
+        except (frames.FrameError, TimeoutError, OSError, ValueError) as e:
+            w.kill()
+            with self._lock:
+                self._all.remove(w)
+                self.replaced += 1
+            self._spawn(w.slot)
+            return RenderResult(False, "sandbox", detail=f"worker replaced: {e}"[:300])
+        self._free.put(w)
+        return result
+
+    def submit(self, code: str) -> Future:
+        """Queue ``code``; the future resolves to its :class:`RenderResult`."""
+        return self._executor.submit(self.run, code)
+
+    def map(self, codes: list[str]) -> list[RenderResult]:
+        """Render every code in parallel over the workers, results in order."""
+        return [f.result() for f in [self.submit(c) for c in codes]]
+
+    def close(self) -> None:
+        """Kill every worker and remove the pool's temporary files."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            workers = list(self._all)
+        for w in workers:
+            w.kill()
+        shutil.rmtree(self._home, ignore_errors=True)
+
+    def __enter__(self) -> SandboxPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

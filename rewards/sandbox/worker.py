@@ -1,0 +1,247 @@
+"""The warm worker ("zygote") and the render process it forks for each job.
+
+The worker is started by :class:`rewards.sandbox.pool.SandboxPool` with a scrubbed environment. It imports
+matplotlib once, renders a warm-up figure, probes which isolation layers this machine allows (by running
+the warm-up through them), then serves jobs from its stdin. It never runs untrusted code itself: each job
+is a fresh ``fork()``, so no render can leave state behind for the next one.
+
+A render process (see :func:`_render`) applies, in order: a new session and process group, closed file
+descriptors, namespaces (network, mount, pid, ipc, uts; a user namespace when not root) with a minimal
+read-only root and a tmpfs scratch dir, resource limits, a dedicated uid (or dropped capabilities),
+a scrubbed environment, Landlock, seccomp, and only then ``exec`` of the code. The worker kills the
+render's process group at the wall timeout and caps what it reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+from rewards.sandbox import frames, isolation
+from rewards.sandbox.config import SandboxConfig
+
+_WARMUP = "import matplotlib.pyplot as plt\nplt.bar(['a', 'b'], [1, 2], color='C1')\nplt.title('warm')\n"
+_PRELOAD = (
+    "numpy", "matplotlib.pyplot", "matplotlib.patches", "matplotlib.colors", "matplotlib.cm",
+    "matplotlib.ticker", "matplotlib.gridspec", "matplotlib.lines", "matplotlib.collections",
+    "matplotlib.dates", "matplotlib.font_manager", "mpl_toolkits.mplot3d", "math", "random", "json",
+    "re", "datetime", "itertools", "functools", "collections", "string", "statistics", "ctypes",
+    "socket", "subprocess", "PIL.PngImagePlugin",
+)  # fmt: skip
+
+
+def _supervise(pid: int, out_r: int, res_r: int, cfg: SandboxConfig, t0: float) -> dict[str, Any]:
+    """Read the render's output and result until it exits or the wall timeout; kill its group after."""
+    out = bytearray()
+    out_total = 0
+    res = bytearray()
+    deadline = t0 + cfg.timeout_s
+    limit = cfg.max_result_bytes + frames.MAX_HEADER + frames.HEAD.size
+    status: dict[str, Any] = {}
+    open_fds = [out_r, res_r]
+    while open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            status = {"reason": "timeout", "detail": f"wall-clock limit {cfg.timeout_s:g}s reached"}
+            break
+        ready, _, _ = select.select(open_fds, [], [], min(left, 0.5))
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.remove(fd)
+            elif fd == out_r:
+                out_total += len(chunk)
+                room = cfg.max_output_bytes - len(out)
+                if room > 0:
+                    out += chunk[:room]
+            else:
+                res += chunk
+        if len(res) > limit:
+            status = {"reason": "output_limit", "detail": f"result over {cfg.max_result_bytes} bytes"}
+            break
+        if frames.split_frame(res, cfg.max_result_bytes) is not None:
+            break  # a complete result: nothing more is needed from the process
+    _kill_group(pid)
+    code = _reap(pid)
+    if not status and frames.split_frame(res, cfg.max_result_bytes) is None:
+        status = _exit_status(code)
+    status.update(wall_s=time.monotonic() - t0, output_bytes=out_total)
+    payload = frames.HEAD.pack(len(out), len(res)) + bytes(out) + bytes(res)
+    out[:] = bytes(len(out))
+    res[:] = bytes(len(res))
+    return {"status": status, "payload": payload}
+
+
+def _kill_group(pid: int) -> None:
+    for fn in (os.killpg, os.kill):
+        try:
+            fn(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _reap(pid: int) -> int:
+    try:
+        _, code = os.waitpid(pid, 0)
+    except ChildProcessError:
+        code = 0
+    while True:  # orphans re-parented to this worker (a child subreaper)
+        try:
+            other, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if other == 0:
+            break
+    return code
+
+
+def _exit_status(code: int) -> dict[str, Any]:
+    if os.WIFSIGNALED(code):
+        sig = os.WTERMSIG(code)
+    elif os.WEXITSTATUS(code) >= 128:  # the namespace's middle process relays 128 + signal
+        sig = os.WEXITSTATUS(code) - 128
+    else:
+        return {"reason": "crash", "detail": f"exited with status {os.WEXITSTATUS(code)} without a result"}
+    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+    if sig in (signal.SIGXCPU, signal.SIGKILL):
+        return {"reason": "timeout", "detail": f"killed by {name} (CPU-time limit)"}
+    return {"reason": "crash", "detail": f"killed by {name}"}
+
+
+class Zygote:
+    """Worker state: settings, the isolation plan that passed the warm-up, host paths it prepared."""
+
+    def __init__(self, cfg: SandboxConfig, slot: int):
+        self.cfg = cfg
+        self.slot = slot
+        self.base = tempfile.mkdtemp(prefix=f"mmrft-sandbox-{slot}-")
+        os.chmod(self.base, 0o711)
+        self.plan = isolation.Plan(uid=cfg.uid_base + slot, gid=cfg.uid_base + slot)
+        self.notes: list[str] = []
+
+    def run(self, code: bytearray) -> dict[str, Any]:
+        out_r, out_w = os.pipe()
+        res_r, res_w = os.pipe()
+        scratch = ""
+        if not self.plan.namespaces:
+            scratch = tempfile.mkdtemp(prefix="job-", dir=self.base)
+            if self.plan.drop_user:
+                os.chown(scratch, self.plan.uid, self.plan.gid)
+        t0 = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # render process: never returns
+            os.close(out_r)
+            os.close(res_r)
+            isolation.render_process(code, self.cfg, self.plan, out_w, res_w, self.base, scratch)
+        code[:] = bytes(len(code))  # the worker keeps no copy of the job's code
+        os.close(out_w)
+        os.close(res_w)
+        try:
+            return _supervise(pid, out_r, res_r, self.cfg, t0)
+        finally:
+            os.close(out_r)
+            os.close(res_r)
+            if scratch:
+                _rmtree(scratch)
+
+    def probe(self) -> None:
+        """Find the strongest plan whose warm-up render succeeds; record what was given up and why.
+
+        A render process that cannot apply a layer reports ``{"reason": "sandbox", "layer": ...}``; that
+        layer is dropped and the warm-up tried again, so the plan is what this machine really allows.
+        """
+        cfg = self.cfg
+        self.plan = isolation.initial_plan(self.plan.uid, self.plan.gid, cfg)
+        self.notes += self.plan.notes
+        for _ in range(8):
+            reply = self.run(bytearray(_WARMUP.encode()))
+            header = _child_header(reply["payload"], cfg.max_result_bytes)
+            if header is not None and header.get("ok"):
+                break
+            layer = (header or {}).get("layer")
+            detail = (header or {}).get("detail") or _output_tail(reply["payload"]) or reply["status"].get("detail")
+            if layer not in isolation.LAYERS or not getattr(self.plan, layer):
+                raise RuntimeError(f"warm-up render failed: {detail}")
+            self.notes.append(f"{layer} unavailable: {detail}")
+            self.plan = self.plan.without(layer)
+        else:
+            raise RuntimeError("warm-up render failed on every isolation plan")
+        if cfg.isolation == "strict" and not (self.plan.namespaces and self.plan.seccomp):
+            raise RuntimeError("isolation 'strict' needs namespaces and seccomp: " + "; ".join(self.notes))
+
+
+def _output_tail(payload: bytes) -> str:
+    olen, _ = frames.HEAD.unpack(payload[: frames.HEAD.size])
+    out = payload[frames.HEAD.size : frames.HEAD.size + olen].decode("utf-8", "replace").strip()
+    return out.splitlines()[-1][:300] if out else ""
+
+
+def _child_header(payload: bytes, max_result: int) -> dict[str, Any] | None:
+    olen, rlen = frames.HEAD.unpack(payload[: frames.HEAD.size])
+    parsed = frames.split_frame(payload[frames.HEAD.size + olen :], max_result)
+    return None if parsed is None else parsed[0]
+
+
+def _rmtree(path: str) -> None:
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(root, name))
+            except OSError:
+                pass
+        for name in dirs:
+            try:
+                os.rmdir(os.path.join(root, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    """Entry point: ``python -c '...main()' CONFIG_JSON SLOT``; frames on stdin/stdout."""
+    cfg = SandboxConfig.from_json(json.loads(sys.argv[1]))
+    slot = int(sys.argv[2])
+    os.environ["MPLBACKEND"] = "Agg"
+    import importlib
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    isolation.set_subreaper()
+    zyg = Zygote(cfg, slot)
+    try:
+        zyg.probe()
+    except (RuntimeError, OSError) as e:
+        frames.write_frame(1, {"op": "error", "detail": str(e)[:500]})
+        return
+    frames.write_frame(
+        1, {"op": "ready", "layers": zyg.plan.layers(), "notes": zyg.notes, "pid": os.getpid()}
+    )
+    try:
+        while True:
+            try:
+                header, code = frames.read_frame(0, 1 << 24)
+            except (frames.FrameError, OSError):
+                return  # the pool went away
+            if header.get("op") != "run":
+                return
+            reply = zyg.run(code)
+            frames.write_frame(
+                1, {"op": "result", "id": header.get("id"), **reply["status"]}, reply["payload"]
+            )
+    finally:
+        _rmtree(zyg.base)
