@@ -174,6 +174,8 @@ class RecordDataset:
         solution = dict(rec["solution"])
         if solution.get("image") is not None and rec["task"] == "chart_to_code":
             solution["image"] = str(self.resolve(solution["image"]))
+        if rec["task"] == "tracking" and clip is not None:
+            solution = _boxes_at_sampled_frames(solution, clip.timestamps)
         original = dict(solution)
         if clip is not None:
             ref_scale, ref_size = clip.scale, clip.original_size
@@ -226,13 +228,33 @@ class RecordDataset:
             out["box"] = clip_box(out["box"], size)
         if out.get("boxes") is not None:
             for k, box in enumerate(out["boxes"]):
-                reason = check_box(box, size)
+                reason = None if box is None else check_box(box, size)
                 if reason:
                     raise RecordError(
                         reason, f"solution.boxes[{k}] {box} does not fit the {size[0]}x{size[1]} image"
                     )
-            out["boxes"] = [clip_box(b, size) for b in out["boxes"]]
+            out["boxes"] = [None if b is None else clip_box(b, size) for b in out["boxes"]]
         return out
+
+
+def _boxes_at_sampled_frames(solution: dict[str, Any], timestamps: list[float]) -> dict[str, Any]:
+    """Tracking ground truth for the sampled frames: with ``times``, the box nearest in time to each
+    sampled frame (``times`` becomes the sampled timestamps); without, the boxes must already be one
+    per sampled frame."""
+    boxes, times = solution["boxes"], solution.get("times")
+    if times is None:
+        if len(boxes) != len(timestamps):
+            raise RecordError(
+                "length_mismatch",
+                f"solution.boxes has {len(boxes)} boxes but {len(timestamps)} frames are sampled; "
+                "give solution.times (seconds of each box) or set video.max_frames to match",
+            )
+        return solution
+    out = dict(solution)
+    nearest = [min(range(len(times)), key=lambda k: abs(times[k] - t)) for t in timestamps]
+    out["boxes"] = [boxes[k] for k in nearest]
+    out["times"] = [float(t) for t in timestamps]
+    return out
 
 
 def read_jsonl(path: str | os.PathLike) -> tuple[list[Any], list[int]]:

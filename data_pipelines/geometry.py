@@ -1,7 +1,7 @@
 """Ground truth between frames: original image pixels <-> the frame the model sees.
 
 Qwen2.5-VL answers in absolute pixels of the *resized* image (``coord_space="pixel"``); Qwen2-VL in
-0-1000 of the image (``coord_space="norm1000"``). Records hold original pixels; ``to_model_frame``
+0-1000 of the image (``coord_space="norm1000"``); VideoChat-R1's tracking in 0-1 (``"norm1"``). Records hold original pixels; ``to_model_frame``
 maps a solution into the model's frame and ``to_original_frame`` maps a (predicted) solution back,
 so evaluation can report original coordinates. Times (seconds) are the same in both frames.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-COORD_SPACES = ("pixel", "norm1000")
+COORD_SPACES = ("pixel", "norm1000", "norm1")
+_NORM = {"norm1000": 1000.0, "norm1": 1.0}
 
 # Solution keys that hold one box / a list of boxes, for any task.
 _BOX_KEYS = ("box",)
@@ -28,9 +29,9 @@ def box_to_model(
     if coord_space == "pixel":
         sx, sy = scale
         return [x1 * sx, y1 * sy, x2 * sx, y2 * sy]
-    if coord_space == "norm1000":
-        w, h = size
-        return [x1 * 1000.0 / w, y1 * 1000.0 / h, x2 * 1000.0 / w, y2 * 1000.0 / h]
+    if coord_space in _NORM:
+        w, h, k = size[0], size[1], _NORM[coord_space]
+        return [x1 * k / w, y1 * k / h, x2 * k / w, y2 * k / h]
     raise ValueError(f"coord_space must be one of {COORD_SPACES}, got {coord_space!r}")
 
 
@@ -42,9 +43,9 @@ def box_to_original(
     if coord_space == "pixel":
         sx, sy = scale
         return [x1 / sx, y1 / sy, x2 / sx, y2 / sy]
-    if coord_space == "norm1000":
-        w, h = size
-        return [x1 * w / 1000.0, y1 * h / 1000.0, x2 * w / 1000.0, y2 * h / 1000.0]
+    if coord_space in _NORM:
+        w, h, k = size[0], size[1], _NORM[coord_space]
+        return [x1 * w / k, y1 * h / k, x2 * w / k, y2 * h / k]
     raise ValueError(f"coord_space must be one of {COORD_SPACES}, got {coord_space!r}")
 
 
@@ -55,14 +56,15 @@ def _map_solution(solution: dict[str, Any], fn, scale, size, coord_space) -> dic
             out[key] = fn(out[key], scale, size, coord_space)
     for key in _BOXES_KEYS:
         if out.get(key) is not None:
-            out[key] = [fn(b, scale, size, coord_space) for b in out[key]]
+            out[key] = [None if b is None else fn(b, scale, size, coord_space) for b in out[key]]
     return out
 
 
 def to_model_frame(
     solution: dict[str, Any], scale: tuple[float, float], size: tuple[int, int], coord_space: str = "pixel"
 ) -> dict[str, Any]:
-    """Copy of ``solution`` with ``box`` / ``boxes`` mapped into the model frame; other keys unchanged.
+    """Copy of ``solution`` with ``box`` / ``boxes`` mapped into the model frame; other keys unchanged
+    (``None`` entries of ``boxes``, a tracked object out of view, stay None).
 
     scale: (sx, sy) of the image the boxes refer to (the first image; for video, every frame);
     size: (width, height) of the original image or frame.

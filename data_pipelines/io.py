@@ -15,6 +15,19 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask_mode() -> int:
+    """0o666 less the process umask: the mode ``open()`` would give a new file (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def finish_atomic(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give the temporary file ordinary permissions and rename it over ``path``."""
+    os.chmod(tmp, _umask_mode())
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_open(
     path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", fsync: bool = False
@@ -34,7 +47,7 @@ def atomic_open(
         if fsync:
             os.fsync(f.fileno())
         f.close()
-        os.replace(tmp, path)
+        finish_atomic(tmp, path)
     except BaseException:
         f.close()
         if os.path.exists(tmp):

@@ -134,9 +134,14 @@ def check_solution(task: str, solution: Any) -> None:
     elif task == "tracking":
         boxes = solution["boxes"]
         if not isinstance(boxes, list) or not boxes:
-            _fail("bad_type", "solution.boxes must be a non-empty list of xyxy boxes")
+            _fail("bad_type", "solution.boxes must be a non-empty list of xyxy boxes (null: not visible)")
+        times = solution.get("times")
+        if times is not None and (
+            not isinstance(times, list) or len(times) != len(boxes) or not all(_is_number(t) for t in times)
+        ):
+            _fail("bad_type", f"solution.times must be {len(boxes)} numbers of seconds, one per box")
         for k, box in enumerate(boxes):
-            reason = check_box(box, None)
+            reason = None if box is None else check_box(box, None)
             if reason:
                 _fail(reason, f"solution.boxes[{k}] {box!r} is not an xyxy box with x1<x2, y1<y2")
     elif task == "chart_to_code":
