@@ -105,8 +105,11 @@ def accuracy(
     index_base: int = 1,
     **columns: Any,
 ) -> Scores:
-    """Accuracy: 1.0 when the answer's normalised label equals ``solution["label"]`` (closed set,
-    hedges and empty answers score 0; letters / indices per ``solution["answer_format"]``)."""
+    """Accuracy: 1.0 when the answer's normalised label equals ``solution["label"]``, else 0.0.
+
+    Closed label sets, hedges and empty answers score 0; letters / indices per
+    ``solution["answer_format"]`` (see the module doc).
+    """
     n = len(completions)
     sols = solutions(columns, n)
     table = synonym_table(synonyms)

@@ -102,7 +102,9 @@ def loads_json(text: str) -> tuple[bool, Any]:
 
 # ---------------------------------------------------------------------------------------- labels
 
-_ARTICLES = re.compile(r"^(?:a|an|the)\s+")
+_ARTICLES = re.compile(r"^(?:a|an|the)\s+(?=\w\w)")  # "a cat" -> "cat", but "a b" stays
+_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_NOT_WORD = re.compile(r"[^\w\s]|_")  # punctuation and symbols (and underscores) become spaces
 
 
 def normalize_label(text: str) -> str:
@@ -112,9 +114,8 @@ def normalize_label(text: str) -> str:
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    text = unicodedata.normalize("NFKC", text).casefold().replace("_", " ").replace("-", " ")
-    text = "".join(" " if unicodedata.category(c)[0] in "PS" else c for c in text)
-    text = " ".join(text.split())
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold()
+    text = " ".join(_NOT_WORD.sub(" ", text).split())
     return _ARTICLES.sub("", text)
 
 
