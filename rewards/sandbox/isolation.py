@@ -54,7 +54,11 @@ class Plan:
         """Names of the layers applied on top of the floor (process, rlimits, env, scratch, timeout)."""
         out = []
         if self.namespaces:
-            out.append("namespaces(user,net,mount,pid,ipc,uts)" if self.userns else "namespaces(net,mount,pid,ipc,uts)")
+            out.append(
+                "namespaces(user,net,mount,pid,ipc,uts)"
+                if self.userns
+                else "namespaces(net,mount,pid,ipc,uts)"
+            )
         if self.drop_user:
             out.append(f"uid {self.uid}")
         if self.drop_caps:

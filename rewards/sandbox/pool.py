@@ -73,7 +73,9 @@ class _Worker:
         self.slot = slot
         self.layers: list[str] = []
         self.notes: list[str] = []
-        boot = f"import sys; sys.path.insert(0, {_PKG_ROOT!r}); from rewards.sandbox.worker import main; main()"
+        boot = (
+            f"import sys; sys.path.insert(0, {_PKG_ROOT!r}); from rewards.sandbox.worker import main; main()"
+        )
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", boot, json.dumps(cfg.to_json()), str(slot)],
             stdin=subprocess.PIPE,
@@ -105,7 +107,9 @@ class _Worker:
     def run(self, code: str, job_id: int) -> RenderResult:
         if not self.ready:
             self.wait_ready()
-        frames.write_frame(self.proc.stdin.fileno(), {"op": "run", "id": job_id}, code.encode("utf-8", "replace"))
+        frames.write_frame(
+            self.proc.stdin.fileno(), {"op": "run", "id": job_id}, code.encode("utf-8", "replace")
+        )
         cap = self.cfg.max_output_bytes + self.cfg.max_result_bytes + frames.MAX_HEADER + 64
         header, payload = self._read(time.monotonic() + self.cfg.timeout_s + MARGIN_S, cap)
         if header.get("op") != "result" or header.get("id") != job_id:
@@ -131,9 +135,13 @@ def _decode(status: dict, payload: bytearray, cfg: SandboxConfig) -> RenderResul
     olen, rlen = frames.HEAD.unpack(bytes(payload[: frames.HEAD.size]))
     output = bytes(payload[frames.HEAD.size : frames.HEAD.size + olen]).decode("utf-8", "replace")
     child = frames.split_frame(payload[frames.HEAD.size + olen :], cfg.max_result_bytes)
-    common = dict(output=output, output_bytes=int(status.get("output_bytes", 0)), wall_s=float(status.get("wall_s", 0)))
+    common = dict(
+        output=output, output_bytes=int(status.get("output_bytes", 0)), wall_s=float(status.get("wall_s", 0))
+    )
     if status.get("reason"):
-        return RenderResult(False, str(status["reason"]), detail=str(status.get("detail", ""))[:300], **common)
+        return RenderResult(
+            False, str(status["reason"]), detail=str(status.get("detail", ""))[:300], **common
+        )
     if child is None:
         return RenderResult(False, "crash", detail="no valid result frame", **common)
     header, png = child

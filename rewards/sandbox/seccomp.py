@@ -2,7 +2,8 @@
 
 The filter is a deny list on top of the other layers: every syscall is allowed except those a chart
 render never needs and an escape would (network sockets, exec, new processes, ptrace, mounts, new
-namespaces, kernel modules, keyrings, BPF, io_uring, privilege changes, signals to other processes).
+namespaces, kernel modules, keyrings, BPF, io_uring, privilege and ownership/mode changes, signals to
+other processes).
 Denied calls fail with EPERM (``PermissionError`` in Python) instead of killing the process, so the code
 sees an ordinary error. A foreign ABI (i386 or x32 on x86_64) kills the process. Only x86_64 and aarch64
 are known; elsewhere :func:`available` is False and the other layers stand alone.
@@ -45,6 +46,7 @@ DENIED = (
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
     "setgroups", "setsid", "setpgid", "sethostname", "setdomainname", "settimeofday", "clock_settime",
     "adjtimex", "vhangup", "iopl", "ioperm",
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
 )  # fmt: skip
 
 _X86_64 = {
@@ -63,7 +65,8 @@ _X86_64 = {
     "bpf": 321, "execveat": 322, "userfaultfd": 323, "pidfd_send_signal": 424, "io_uring_setup": 425,
     "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "pidfd_getfd": 438,
-    "mount_setattr": 442,
+    "mount_setattr": 442, "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94,
+    "fchownat": 260, "fchmodat": 268, "fchmodat2": 452,
 }  # fmt: skip
 _AARCH64 = {
     "mknodat": 33, "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51, "vhangup": 58,
@@ -80,7 +83,8 @@ _AARCH64 = {
     "finit_module": 273, "bpf": 280, "execveat": 281, "userfaultfd": 282, "kexec_file_load": 294,
     "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "clone3": 435, "pidfd_getfd": 438, "mount_setattr": 442,
+    "clone3": 435, "pidfd_getfd": 438, "mount_setattr": 442, "fchmod": 52, "fchmodat": 53,
+    "fchownat": 54, "fchown": 55, "fchmodat2": 452,
 }  # fmt: skip
 # (AUDIT_ARCH value, syscall table, first number of a foreign ABI sharing the arch value or None)
 _ARCHES = {"x86_64": (0xC000003E, _X86_64, 0x40000000), "aarch64": (0xC00000B7, _AARCH64, None)}

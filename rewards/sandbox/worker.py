@@ -165,7 +165,11 @@ class Zygote:
             if header is not None and header.get("ok"):
                 break
             layer = (header or {}).get("layer")
-            detail = (header or {}).get("detail") or _output_tail(reply["payload"]) or reply["status"].get("detail")
+            detail = (
+                (header or {}).get("detail")
+                or _output_tail(reply["payload"])
+                or reply["status"].get("detail")
+            )
             if layer not in isolation.LAYERS or not getattr(self.plan, layer):
                 raise RuntimeError(f"warm-up render failed: {detail}")
             self.notes.append(f"{layer} unavailable: {detail}")

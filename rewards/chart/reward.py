@@ -1,0 +1,233 @@
+"""``chart_render``: run a completion's plotting code in the sandbox and compare its chart to the reference.
+
+Score = (element_weight * element score + visual_weight * visual score) / (element_weight + visual_weight),
+in [0, 1] (see :mod:`rewards.chart.scoring`). Code that is missing, fails, times out or leaves no figure
+scores 0 and is counted as ``fail/<reason>`` in the returned ``Scores.metrics``.
+
+- The code: the answer (``<answer>`` tag rule of :mod:`rewards.parsing`), then, with ``code_block`` "auto"
+  (default), the first fenced python block if any (else the first fence, else the whole answer);
+  "fence" requires a fence; "whole" runs the whole answer.
+- The reference, from ``solution``: ``{"code": str}`` (rendered once in the same sandbox and cached by
+  the hash of code and render settings), or ``{"image": path}`` with optional ``"elements"`` (a dict as
+  exported by the sandbox, or a path to its JSON). With an image but no elements, only the visual score
+  counts. A row with no reference, or whose task is not a chart task, gets None.
+- Renders run on a warm pool shared by every call with the same sandbox settings (one per process).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rewards.chart.scoring import element_score, load_rgb, visual_score
+from rewards.columns import column, completion_text, solutions
+from rewards.parsing import extract_answer
+from rewards.registry import register_reward
+from rewards.result import MetricCounter, Scores
+from rewards.sandbox import FAIL_REASONS, RenderResult, SandboxConfig, SandboxPool
+
+CHART_TASKS = ("chart_to_code", "chart", "chart_render")
+CODE_BLOCK_MODES = ("auto", "fence", "whole")
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_CACHE_SIZE = 4096
+
+_pools: dict[SandboxConfig, SandboxPool] = {}
+_pools_lock = threading.Lock()
+_cache: OrderedDict[str, Reference | None] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+class Reference(NamedTuple):
+    """A rendered reference: RGB [H, W, 3] at the sandbox's render size and its elements (or None)."""
+
+    rgb: np.ndarray
+    elements: dict[str, Any] | None
+
+
+def extract_code(completion: Any, code_block: str = "auto") -> str | None:
+    """The code to run from one completion (string or TRL message list); None when there is none."""
+    answer = extract_answer(completion_text(completion))
+    if not answer.ok:
+        return None
+    text = answer.text
+    if code_block == "whole":
+        return text
+    fences = _FENCE.findall(text)
+    python = [body for lang, body in fences if lang.lower() in ("python", "py", "python3")]
+    if python or fences:
+        body = (python or [b for _, b in fences])[0].strip()
+        return body or None
+    return None if code_block == "fence" else text
+
+
+def get_pool(cfg: SandboxConfig) -> SandboxPool:
+    """The process-wide warm pool for ``cfg`` (started on first use, closed at exit)."""
+    with _pools_lock:
+        pool = _pools.get(cfg)
+        if pool is None:
+            pool = _pools[cfg] = SandboxPool(cfg)
+        return pool
+
+
+@atexit.register
+def shutdown_pools() -> None:
+    """Close every pool this process started."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
+def _cache_key(code: str, cfg: SandboxConfig) -> str:
+    raw = json.dumps([code, cfg.width_px, cfg.height_px, cfg.dpi]).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _reference_from_render(r: RenderResult, cfg: SandboxConfig) -> Reference | None:
+    if not r.ok:
+        return None
+    return Reference(load_rgb(r.png, (cfg.width_px, cfg.height_px)), r.elements)
+
+
+def _reference_from_image(sol: dict[str, Any], cfg: SandboxConfig) -> Reference | None:
+    try:
+        rgb = load_rgb(str(sol["image"]), (cfg.width_px, cfg.height_px))
+    except (ValueError, OSError):
+        return None
+    elements = sol.get("elements")
+    if isinstance(elements, str):
+        try:
+            with open(elements) as f:
+                elements = json.load(f)
+        except (OSError, ValueError):
+            elements = None
+    return Reference(rgb, elements if isinstance(elements, dict) else None)
+
+
+def sandbox_config(params: dict[str, Any]) -> SandboxConfig:
+    """The sandbox settings named in the reward's params (unknown keys are ignored here)."""
+    fields = SandboxConfig.__dataclass_fields__
+    kw = {k: v for k, v in params.items() if k in fields}
+    if "timeout_s" in kw and "cpu_s" not in kw:
+        kw["cpu_s"] = max(1, int(float(kw["timeout_s"]) + 0.999))
+    if "extra_ro_paths" in kw:
+        kw["extra_ro_paths"] = tuple(kw["extra_ro_paths"])
+    return SandboxConfig(**kw)
+
+
+@register_reward("chart_render")
+def chart_render(
+    completions: list[Any],
+    solution: list[Any] | None = None,
+    task: list[Any] | None = None,
+    element_weight: float = 0.5,
+    visual_weight: float = 0.5,
+    text_weight: float = 1.0,
+    type_weight: float = 1.0,
+    color_weight: float = 1.0,
+    layout_weight: float = 1.0,
+    color_scale: float = 100.0,
+    code_block: str = "auto",
+    **params: Any,
+) -> Scores:
+    """Score each completion's chart against its reference (see the module doc); never raises on output.
+
+    ``params`` may set any :class:`~rewards.sandbox.SandboxConfig` field (``timeout_s``, ``memory_mb``,
+    ``workers``, ``isolation``, ...); other keys (dataset columns) are ignored.
+    """
+    if code_block not in CODE_BLOCK_MODES:
+        raise ValueError(f"chart_render: code_block must be one of {CODE_BLOCK_MODES}, got {code_block!r}")
+    if element_weight < 0 or visual_weight < 0 or element_weight + visual_weight <= 0:
+        raise ValueError("chart_render: element_weight and visual_weight must be >= 0 with a positive sum")
+    cfg = sandbox_config(params)
+    n = len(completions)
+    sols = solutions({"solution": solution}, n)
+    tasks = column({"task": task}, "task", n)
+    counter = MetricCounter(*(f"fail/{r}" for r in FAIL_REASONS), "fail/reference")
+    weights = {"text": text_weight, "type": type_weight, "color": color_weight, "layout": layout_weight}
+
+    # Which rows apply, their code, and which reference codes still need a render.
+    refs: dict[int, str | Reference | None] = {}
+    codes: dict[int, str] = {}
+    to_render: dict[str, str] = {}
+    for i, sol in enumerate(sols):
+        if tasks[i] is not None and str(tasks[i]) not in CHART_TASKS:
+            continue
+        if isinstance(sol.get("code"), str) and sol["code"].strip():
+            key = _cache_key(sol["code"], cfg)
+            with _cache_lock:
+                hit = key in _cache
+            if not hit:
+                to_render[key] = sol["code"]
+            refs[i] = key
+        elif sol.get("image"):
+            refs[i] = _reference_from_image(sol, cfg)
+        else:
+            continue
+        code = extract_code(completions[i], code_block)
+        if code is None:
+            counter.add("fail/no_code")
+        else:
+            codes[i] = code
+
+    pool = get_pool(cfg) if (to_render or codes) else None
+    ref_futures = {key: pool.submit(code) for key, code in to_render.items()} if pool else {}
+    cand_futures = {i: pool.submit(code) for i, code in codes.items()} if pool else {}
+    for key, fut in ref_futures.items():
+        ref = _reference_from_render(fut.result(), cfg)
+        with _cache_lock:
+            _cache[key] = ref
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+
+    scores: list[float | None] = [None] * n
+    element_sum = visual_sum = render_s = 0.0
+    n_ok = 0
+    for i, ref in refs.items():
+        if isinstance(ref, str):
+            with _cache_lock:
+                ref = _cache.get(ref)
+        if ref is None:
+            counter.add("fail/reference")
+            continue
+        if i not in cand_futures:
+            scores[i] = 0.0
+            continue
+        r = cand_futures[i].result()
+        render_s += r.wall_s
+        if not r.ok:
+            counter.add(f"fail/{r.reason}")
+            scores[i] = 0.0
+            continue
+        try:
+            rgb = load_rgb(r.png, (cfg.width_px, cfg.height_px))
+        except ValueError:
+            counter.add("fail/crash")
+            scores[i] = 0.0
+            continue
+        vis = visual_score(ref.rgb, rgb)
+        if ref.elements is None:
+            scores[i] = vis
+            elem = vis
+        else:
+            elem = element_score(ref.elements, r.elements, weights, color_scale).total
+            scores[i] = (element_weight * elem + visual_weight * vis) / (element_weight + visual_weight)
+        element_sum += elem
+        visual_sum += vis
+        n_ok += 1
+    out = counter.scores(scores)
+    out.metrics["rendered"] = float(n_ok)
+    if n_ok:
+        out.metrics["element_mean"] = element_sum / n_ok
+        out.metrics["visual_mean"] = visual_sum / n_ok
+    if cand_futures:
+        out.metrics["render_s_mean"] = render_s / len(cand_futures)
+    return out
