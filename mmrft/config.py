@@ -223,6 +223,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
                 for i, v in enumerate(value)
             ]
             continue
+        if isinstance(value, str) and _type_ok(1.0, tp) and not _type_ok(value, tp):
+            try:  # YAML 1.1 reads `1e-3` (no dot) as a string; take it as the number it is
+                value = float(value)
+            except ValueError:
+                pass
         if not _type_ok(value, tp):
             raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
         if tp is float or (

@@ -1,0 +1,96 @@
+"""End-to-end training on the tiny model: parameters move, frozen ones do not, resume is exact,
+bad input fails with one line naming what to fix."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmrft.config import load_config
+from mmrft.trainer import Trainer, train
+
+PLUGIN = str(Path(__file__).with_name("reward_plugins.py")) + ":length_reward"
+
+
+def _cfg(tmp_path, shapes_dir, tiny_model_dir, *extra):
+    return load_config(None, [
+        f"model.path={tiny_model_dir}",
+        f"data.train_file={shapes_dir / 'classification_train.jsonl'}",
+        f"data.eval_file={shapes_dir / 'classification_heldout.jsonl'}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "rollout.group_size=4", "rollout.max_completion_length=8",
+        "train.prompts_per_step=4", "train.micro_batch_size=8", "train.lr=1e-3",
+        "train.progress_bar=false", "train.tensorboard=false", "train.plot=false",
+        "eval.max_samples=8", "eval.batch_size=8",
+        f"rewards=[{{name: '{PLUGIN}'}}, accuracy]",
+        *extra,
+    ])  # fmt: skip
+
+
+def test_three_steps_move_every_trainable_parameter_and_no_frozen_one(tmp_path, shapes_dir, tiny_model_dir):
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "grpo.steps=3", "model.freeze_vision=true")
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    trainable = {n for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    assert trainable and all(".visual." not in n for n in trainable)
+    assert any(".visual." in n for n in before)
+    summary = trainer.run()
+    after = dict(trainer.policy.named_parameters())
+    for n, p in before.items():
+        changed = not torch.equal(p, after[n].detach())
+        assert changed == (n in trainable), f"{n}: changed={changed}, trainable={n in trainable}"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    grpo = [r for r in rows if r["stage"] == "grpo" and "loss" in r]
+    assert len(grpo) == 3 and all(r["reward_std"] > 0 for r in grpo)
+    assert set(summary) >= {"eval_before", "eval_after", "wall_seconds"}
+    assert (tmp_path / "run" / "samples.jsonl").read_text().count('"completion"') == 2 * 4  # 2 prompts x G
+    assert (tmp_path / "run" / "final" / "config.json").is_file()
+
+
+def test_sft_lowers_answer_loss(tmp_path, shapes_dir, tiny_model_dir):
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "sft.steps=8", "sft.batch_size=8", "sft.lr=3e-3",
+               "grpo.steps=0")
+    train(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["stage"] == "sft"]
+    assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, shapes_dir, tiny_model_dir):
+    common = ["sft.steps=2", "sft.batch_size=4", "grpo.steps=3", "train.save_every=1", "grpo.num_iterations=2"]
+    full = _cfg(tmp_path / "a", shapes_dir, tiny_model_dir, *common)
+    ta = Trainer(full)
+    ta.run()
+    part = _cfg(tmp_path / "b", shapes_dir, tiny_model_dir, *common)
+    assert Trainer(part).run(stop_after=3) == {"stopped_at": 3}  # a "crash" after the first GRPO step
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        Trainer(part)
+    tb = Trainer(part, resume=True)
+    assert tb.state["step"] == 3
+    tb.run()
+    for (n, p), (_, q) in zip(ta.policy.named_parameters(), tb.policy.named_parameters()):
+        assert torch.equal(p, q), n
+    la = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
+    key = [(r["stage"], r["step"], r.get("loss"), r.get("reward")) for r in la if "loss" in r]
+    assert key == [(r["stage"], r["step"], r.get("loss"), r.get("reward")) for r in lb if "loss" in r]
+
+
+def test_missing_image_names_the_record(tmp_path, shapes_dir, tiny_model_dir):
+    lines = (shapes_dir / "classification_train.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["images"] = ["images/does-not-exist.png"]
+    bad = shapes_dir / "bad.jsonl"
+    bad.write_text(json.dumps(rec) + "\n")
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, f"data.train_file={bad}", "grpo.steps=1")
+    with pytest.raises(ValueError) as e:
+        train(cfg)
+    msg = str(e.value)
+    assert rec["id"] in msg and "does-not-exist.png" in msg and "\n" not in msg
+
+
+def test_unknown_reward_lists_the_available_ones(tmp_path, shapes_dir, tiny_model_dir):
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "rewards=[acuracy]")
+    with pytest.raises(ValueError, match=r"rewards\[0\].name: unknown reward 'acuracy'; available: .*accuracy"):
+        Trainer(cfg)
