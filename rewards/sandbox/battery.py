@@ -209,17 +209,17 @@ def _snapshot(root: str) -> dict[str, str]:
 
 
 def _stray_processes(worker_pids: set[int]) -> list[int]:
-    """Processes running the sandbox worker code that are not the pool's workers (leaked renders)."""
+    """Live processes whose parent is one of the pool's workers once every render has finished: renders'
+    children that outlived them (the worker is their subreaper)."""
     out = []
     for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not d.isdigit() or int(d) in worker_pids:
+        if not d.isdigit():
             continue
         try:
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
-            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if b"rewards.sandbox.worker" in cmd and state != "Z":
+        if int(fields[1]) in worker_pids and fields[0] != "Z":
             out.append(int(d))
     return out
 

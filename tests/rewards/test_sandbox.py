@@ -1,0 +1,157 @@
+"""The sandbox's building blocks and a warm pool rendering real charts (hostile code: tests/rewards/hostile)."""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import signal
+import struct
+import time
+
+import pytest
+from PIL import Image
+
+from rewards.sandbox import SandboxConfig, SandboxPool, frames, seccomp
+from rewards.sandbox.battery import layer_tags
+from rewards.sandbox.isolation import Plan
+from rewards.sandbox.pool import MARGIN_S
+
+linux_only = pytest.mark.skipif(platform.system() != "Linux", reason="Linux isolation layers")
+
+BAR = (
+    "import matplotlib.pyplot as plt\n"
+    "fig, ax = plt.subplots()\n"
+    "ax.bar(['a', 'b', 'c'], [3, 1, 2], color=['#ff0000', '#00ff00', '#0000ff'])\n"
+    "ax.set_title('Sales')\nax.set_xlabel('shop')\n"
+)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(SandboxConfig(workers=2, timeout_s=2.5, cpu_s=3, memory_mb=512, width_px=160, height_px=120,
+                                   dpi=40)) as p:  # fmt: skip
+        yield p
+
+
+# ------------------------------------------------------------------------------------------- units
+
+
+def test_config_rejects_bad_values_with_the_field_name():
+    with pytest.raises(ValueError, match="sandbox.isolation"):
+        SandboxConfig(isolation="none")
+    with pytest.raises(ValueError, match="sandbox.timeout_s"):
+        SandboxConfig(timeout_s=0)
+    cfg = SandboxConfig(extra_ro_paths=("/opt/fonts",))
+    assert SandboxConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_frames_round_trip_and_reject_oversized_or_partial():
+    raw = frames.encode({"op": "x", "n": 1}, b"payload")
+    assert frames.split_frame(raw, 100) == ({"op": "x", "n": 1}, b"payload")
+    assert frames.split_frame(raw, 3) is None  # payload over the cap
+    assert frames.split_frame(raw[:-1], 100) is None  # truncated
+    assert frames.split_frame(raw + b"x", 100) is None  # trailing bytes
+    r, w = os.pipe()
+    frames.write_frame(w, {"a": [1, 2]}, b"\x00\x01")
+    assert frames.read_frame(r, 10) == ({"a": [1, 2]}, bytearray(b"\x00\x01"))
+    os.close(w)
+    with pytest.raises(frames.FrameError):
+        frames.read_frame(r, 10)
+    os.close(r)
+
+
+@pytest.mark.skipif(not seccomp.available(), reason="no seccomp syscall table for this machine")
+def test_seccomp_filter_shape():
+    prog = seccomp.build_filter(own_pid=1234, machine="x86_64")
+    ins = [struct.unpack("=HBBI", prog[i : i + 8]) for i in range(0, len(prog), 8)]
+    # starts by checking the architecture (AUDIT_ARCH_X86_64) and killing a foreign one
+    assert (
+        ins[0] == (0x20, 0, 0, 4)
+        and ins[1] == (0x15, 1, 0, 0xC000003E)
+        and ins[2][3] == seccomp.RET_KILL_PROCESS
+    )
+    # socket (41) is denied with EPERM (1)
+    i = ins.index((0x15, 0, 1, 41))
+    assert ins[i + 1] == (0x06, 0, 0, seccomp.RET_ERRNO | 1)
+    # kill is allowed towards our own pid only: a JEQ on 1234 appears after loading arg0
+    assert (0x15, 2, 0, 1234) in ins
+    assert ins[-1] == (0x06, 0, 0, seccomp.RET_ALLOW)
+    assert len(ins) < 4096  # the kernel's BPF program limit
+
+
+def test_plan_without_a_layer_keeps_the_rest():
+    plan = Plan(uid=61000, gid=61000, namespaces=True, landlock=True, seccomp=True, drop_user=True)
+    assert plan.without("seccomp").namespaces and not plan.without("seccomp").seccomp
+    assert layer_tags(["namespaces(net,mount)", "uid 61000", "landlock(abi 7)", "seccomp"]) == {
+        "namespaces", "uid", "landlock", "seccomp"}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------- renders
+
+
+def test_render_has_the_configured_size_and_exports_elements(pool):
+    r = pool.run(BAR)
+    assert r.ok, r.detail
+    im = Image.open(io.BytesIO(r.png))
+    assert im.size == (160, 120)  # 4 x 3 inches at 40 dpi, whatever figsize the code chose
+    el = r.elements
+    assert el["types"] == ["bar"]
+    assert el["colors"] == [["bar", "#ff0000"], ["bar", "#00ff00"], ["bar", "#0000ff"]]
+    assert {"Sales", "shop", "a", "b", "c"} <= set(el["texts"])
+    assert el["layout"] == [[1, 1, 0, 1, 0, 1]]
+
+
+def test_outcomes_are_named(pool):
+    codes = {
+        "syntax": "def (:\n",
+        "error": "raise KeyError('boom')",
+        "no_figure": "x = 1",
+        "exit_after_plot": BAR + "import sys\nsys.exit(3)\n",
+        "output": "print('hello from the chart')\n" + BAR,
+    }
+    res = dict(zip(codes, pool.map(list(codes.values()))))
+    assert (res["syntax"].reason, res["error"].reason, res["no_figure"].reason) == (
+        "syntax",
+        "error",
+        "no_figure",
+    )
+    assert "KeyError: 'boom'" in res["error"].detail
+    assert res["exit_after_plot"].ok  # sys.exit after drawing still exports the figure
+    assert res["output"].ok and "hello from the chart" in res["output"].output
+
+
+def test_renders_do_not_share_state(pool):
+    # the first render poisons matplotlib and leaves a figure; the next fork starts clean
+    poison = (
+        "import matplotlib.pyplot as plt\nplt.plot([1])\nplt.rcParams['lines.color'] = 'yellow'\nimport os\n"
+    )
+    assert pool.run(poison).ok
+    r = pool.run(
+        "import matplotlib.pyplot as plt\nprint(len(plt.get_fignums()), plt.rcParams['lines.color'])"
+    )
+    assert r.reason == "no_figure" and r.output.split() == ["0", "C0"]
+
+
+@linux_only
+def test_auto_isolation_uses_namespaces_and_seccomp_where_the_kernel_allows(pool):
+    layers, notes = pool.isolation()
+    tags = layer_tags(layers)
+    if os.geteuid() == 0:  # CI: root in a container that allows namespaces
+        assert {"namespaces", "uid", "seccomp"} <= tags, notes
+    assert ("seccomp" in tags) == seccomp.available()
+
+
+def test_a_stuck_worker_is_killed_and_replaced_within_timeout_plus_margin():
+    cfg = SandboxConfig(workers=1, timeout_s=1.0, cpu_s=1, memory_mb=512, width_px=80, height_px=60, dpi=20)
+    with SandboxPool(cfg) as p:
+        assert p.run(BAR).ok
+        worker = p._all[0]
+        os.kill(worker.proc.pid, signal.SIGSTOP)  # a worker that stops answering
+        t0 = time.monotonic()
+        r = p.run(BAR)
+        waited = time.monotonic() - t0
+        assert r.reason == "sandbox" and "replaced" in r.detail
+        assert cfg.timeout_s <= waited <= cfg.timeout_s + MARGIN_S + 1.0
+        assert p.replaced == 1 and worker.proc.poll() is not None  # the old one is dead
+        assert p.run(BAR).ok  # the replacement serves the next job
