@@ -95,6 +95,10 @@ class RecordDataset:
             raise RecordError(err.reason, f"{self._where(line, rid)}: {err.message}") from None
         self.skipped[err.reason] += 1
 
+    def location(self, j: int) -> str:
+        """``FILE:LINE: record ID`` of record ``j``, the prefix of its error messages."""
+        return self._where(self._lines[j], self._records[j]["id"])
+
     def resolve(self, path: str) -> Path:
         """``path`` made absolute against the dataset's folder (absolute paths stay as they are)."""
         p = Path(path).expanduser()
@@ -127,7 +131,7 @@ class RecordDataset:
             try:
                 return self.load(j)
             except RecordError as e:
-                where = self._where(self._lines[j], self._records[j]["id"])
+                where = self.location(j)
                 if self.on_bad_record == "error":
                     raise RecordError(e.reason, f"{where}: {e.message}") from None
                 self._bad.add(j)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from data_pipelines.io import write_jsonl
+from data_pipelines.prompts import BOX_FORM, PROMPT_STYLES, answer_instruction, coord_sentence
 from data_pipelines.synthetic.draw import COLORS, SHAPES, background, draw_shape, place_boxes
 
 SHAPE_TASKS = ("classification", "counting", "grounding", "detection")
-PROMPT_STYLES = ("answer_only", "think_answer")
 # Default shape side as a fraction of the canvas, per task: large for one shape, smaller for several.
 _SIZE_FRAC = {
     "classification": (0.35, 0.7),
@@ -28,28 +28,10 @@ _SIZE_FRAC = {
     "counting": (0.14, 0.24),
     "detection": (0.14, 0.26),
 }
-BOX_FORM = '{"bbox_2d": [x1, y1, x2, y2]}'
 
 
 def plural(shape: str) -> str:
     return shape + "s"
-
-
-def answer_instruction(form: str, prompt_style: str) -> str:
-    """The sentence that tells the model the exact answer form (``form`` is shown inside the tags)."""
-    if prompt_style == "answer_only":
-        return f"Answer with <answer>{form}</answer>."
-    if prompt_style == "think_answer":
-        return f"Think in <think></think>, then answer in <answer></answer> as <answer>{form}</answer>."
-    raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
-
-
-def coord_sentence(coord_space: str) -> str:
-    if coord_space == "pixel":
-        return "Coordinates are pixels of the image."
-    if coord_space == "norm1000":
-        return "Coordinates are normalised to 0-1000 of the image width and height."
-    raise ValueError(f"coord_space must be 'pixel' or 'norm1000', got {coord_space!r}")
 
 
 def _stream(seed: int, task: str, split: str, i: int) -> np.random.Generator:
