@@ -103,7 +103,7 @@ def initial_plan(uid: int, gid: int, cfg: SandboxConfig) -> Plan:
     full = cfg.isolation != "minimal"
     root = os.geteuid() == 0
     ro = _read_only_paths(cfg)
-    notes = []
+    notes = [] if full else ["isolation 'minimal': namespaces, Landlock and seccomp are not used"]
     ns = full and cfg.namespaces and linux_ok
     ll = full and cfg.landlock and linux.landlock_abi() > 0
     sc = full and cfg.seccomp and seccomp.available()
