@@ -138,6 +138,10 @@ def video_frame_size(height: int, width: int, num_frames: int, spec: VisionSpec)
 
 def processor_kwargs(spec: VisionSpec) -> dict[str, int]:
     """Keyword arguments for ``AutoProcessor.from_pretrained`` that keep the processor from resizing
-    again: an image already resized by ``spec`` passes the processor's smart-resize unchanged when the
-    processor's budget contains ours."""
-    return {"min_pixels": spec.min_pixels, "max_pixels": spec.max_pixels}
+    again. An image or frame already resized by ``spec`` passes the processor's smart-resize unchanged
+    when the processor's pixel range contains ours; transformers applies these two keys to both its
+    image and its video processor, so the range covers both."""
+    return {
+        "min_pixels": min(spec.min_pixels, spec.video_min_pixels),
+        "max_pixels": max(spec.max_pixels, spec.video_max_pixels),
+    }

@@ -32,6 +32,7 @@ CASES = [
     (_rec("missing", images=["nope.png"]), "missing_file", "file not found"),
     (_rec("corrupt", images=["corrupt.png"]), "corrupt_image", "cannot read image"),
     (_rec("truncated", images=["truncated.png"]), "corrupt_image", "cannot read image"),
+    (_rec("truncjpeg", images=["truncated.jpg"]), "corrupt_image", "image file is truncated"),
     (_rec("outside", solution={"box": [5, 5, 40, 9]}), "box_outside_image", "does not fit the 20x20 image"),
     (_rec("reversed", solution={"box": [9, 1, 1, 9]}), "box_reversed", "x1<x2"),
     (_rec("emptylabel", task="classification", solution={"label": " "}), "empty_label", "label is empty"),
@@ -49,6 +50,9 @@ def folder(tmp_path):
     (tmp_path / "corrupt.png").write_bytes(b"this is not a png at all")
     Image.new("RGB", (64, 64), "red").save(tmp_path / "full.png")
     (tmp_path / "truncated.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    noise = Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48)
+    noise.save(tmp_path / "full.jpg", quality=95)
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:1200])
     return tmp_path
 
 

@@ -156,3 +156,25 @@ def test_decord_backend_names_the_extra_when_missing(event_video):
     else:
         clip = load_video(event_video, VisionSpec(video_backend="decord"))
         assert clip.frame_indices == load_video(event_video, VisionSpec()).frame_indices
+
+
+def test_processor_built_with_processor_kwargs_keeps_our_frames(tmp_path):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from data_pipelines.vision import processor_kwargs, resize_for_model
+    from mmrft.models.tiny import build_tiny
+
+    spec = VisionSpec(max_pixels=64 * 28 * 28, video_min_pixels=16 * 28 * 28, video_max_pixels=32 * 28 * 28)
+    processor = AutoProcessor.from_pretrained(build_tiny(tmp_path / "tiny", seed=0), **processor_kwargs(spec))
+    image, _ = resize_for_model(Image.new("RGB", (500, 300), "white"), spec)
+    frames = np.full((8, 60, 100, 3), 255, np.uint8)
+    write_video(tmp_path / "v.mp4", frames, fps=4)
+    clip = load_video(tmp_path / "v.mp4", spec)
+    # 500x300 under 64*784 = 50,176 px: beta = 1.729 -> 173.5 -> 168 high, 289.2 -> 280 wide
+    assert image.size == (280, 168)
+    out = processor.image_processor(images=[image], return_tensors="pt")
+    assert out["image_grid_thw"].tolist() == [[1, 168 // 14, 280 // 14]]  # not resized again
+    t, h, w, _ = clip.frames.shape
+    vout = processor.video_processor(videos=[clip.frames], do_sample_frames=False, return_tensors="pt")
+    assert vout["video_grid_thw"].tolist() == [[t // 2, h // 14, w // 14]]
