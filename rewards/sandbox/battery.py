@@ -57,7 +57,7 @@ CASES = (
     Case(
         "memory_bomb",
         "allocates all memory (bounded at 2 GiB)",
-        "chunks = []\nfor i in range(32):\n    chunks.append(b'x' * (64 << 20))\n",
+        "chunks = []\nfor i in range(8):\n    chunks.append(b'x' * (256 << 20))\n",
         ("memory",),
     ),
     Case(
