@@ -191,7 +191,7 @@ class RecordDataset:
         if ref_scale is not None:
             solution = to_model_frame(solution, ref_scale, ref_size, rec["coord_space"])
         elif any(k in solution for k in ("box", "boxes")):
-            raise RecordError("missing_file", "the solution has boxes but the record has no image or video")
+            raise RecordError("missing_field", "the solution has boxes but the record has no image or video")
         return Sample(
             id=rec["id"],
             task=rec["task"],

@@ -181,3 +181,16 @@ def test_processor_built_with_processor_kwargs_keeps_our_frames(tmp_path):
     t, h, w, _ = clip.frames.shape
     vout = processor.video_processor(videos=[clip.frames], do_sample_frames=False, return_tensors="pt")
     assert vout["video_grid_thw"].tolist() == [[t // 2, h // 14, w // 14]]
+
+
+def test_tracking_without_times_needs_one_box_per_sampled_frame(tmp_path, event_video):
+    rec = {"id": "t", "task": "tracking", "video": {"path": str(event_video), "max_frames": 4}, "prompt": "Track.",
+           "solution": {"boxes": [[16, 16, 48, 48], None, [16, 16, 48, 48], [16, 16, 48, 48]]}}  # fmt: skip
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(rec) + "\n" + json.dumps(dict(rec, id="u", video=str(event_video))) + "\n")
+    ds = JsonlDataset(path, vision=VisionSpec(video_min_pixels=64 * 64))
+    s = ds[0]  # 4 frames sampled, 4 boxes given; 64 px frames upscaled to 84 px: 16 * 84/64 = 21
+    assert s.video.frames.shape[0] == 4 and s.solution["boxes"][1] is None
+    assert s.solution["boxes"][0] == pytest.approx([21, 21, 63, 63])
+    with pytest.raises(RecordError, match=r"t.jsonl:2: record 'u': solution.boxes has 4 boxes but 20 frames"):
+        ds[1]
