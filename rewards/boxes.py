@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+from math import isfinite
 from typing import Any, NamedTuple
 
 from rewards.parsing import loads_json, normalize_label
@@ -36,6 +37,7 @@ LABEL_KEYS = ("label", "name", "category", "class")
 SCORE_KEYS = ("score", "confidence", "conf")
 NOTHING = {"none", "no objects", "no object", "nothing", "no", "null", "empty", "there are no objects", "n a"}
 
+_FAST = (int, float)  # exact types (bool is not one of them)
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _OBJECT = re.compile(r"\{[^{}]*\}")
 _LIST4 = re.compile(rf"[\[(]\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*[\])]")
@@ -94,27 +96,40 @@ def make_box(
     """A :class:`Box` from 4 coordinates, reordered and clipped; ``(box, fixed)``. Invalid -> INVALID."""
     if not isinstance(coords, (list, tuple)) or len(coords) != 4:
         return INVALID, False
-    nums = [_number(c) for c in coords]
-    if any(n is None for n in nums):
-        return INVALID, False
-    x1, y1, x2, y2 = nums  # type: ignore[misc]
+    a, b, c, d = coords
+    if type(a) in _FAST and type(b) in _FAST and type(c) in _FAST and type(d) in _FAST:  # the hot path
+        try:
+            x1, y1, x2, y2 = float(a), float(b), float(c), float(d)
+        except OverflowError:  # an integer too large for a float
+            return INVALID, False
+        if not (isfinite(x1) and isfinite(y1) and isfinite(x2) and isfinite(y2)):
+            return INVALID, False
+    else:
+        nums = [_number(v) for v in coords]
+        if None in nums:
+            return INVALID, False
+        x1, y1, x2, y2 = nums  # type: ignore[misc]
     fixed = False
     if x1 > x2:
         x1, x2, fixed = x2, x1, True
     if y1 > y2:
         y1, y2, fixed = y2, y1, True
-    w, h = frame if frame is not None else (math.inf, math.inf)
-    cx1, cy1, cx2, cy2 = (
-        min(max(x1, 0.0), w),
-        min(max(y1, 0.0), h),
-        min(max(x2, 0.0), w),
-        min(max(y2, 0.0), h),
-    )
-    fixed = fixed or (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
-    lab = normalize_label(label) if isinstance(label, (str, int)) and not isinstance(label, bool) else None
-    conf = _number(score)
-    conf = None if conf is None else min(max(conf, 0.0), 1.0)
-    return Box(cx1, cy1, cx2, cy2, lab or None, conf, True), fixed
+    if x1 < 0.0 or y1 < 0.0:
+        x1, y1, x2, y2, fixed = max(x1, 0.0), max(y1, 0.0), max(x2, 0.0), max(y2, 0.0), True
+    if frame is not None:
+        w, h = frame
+        if x2 > w or y2 > h:
+            x1, y1, x2, y2, fixed = min(x1, w), min(y1, h), min(x2, w), min(y2, h), True
+    if type(label) is str:
+        lab = normalize_label(label) or None
+    elif type(label) is int:
+        lab = str(label)
+    else:
+        lab = None
+    conf = None if score is None else _number(score)
+    if conf is not None:
+        conf = 0.0 if conf < 0.0 else 1.0 if conf > 1.0 else conf
+    return Box(x1, y1, x2, y2, lab, conf, True), fixed
 
 
 def _first(d: dict, keys: tuple[str, ...]) -> Any:

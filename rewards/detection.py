@@ -26,7 +26,7 @@ import torch
 
 from rewards.boxes import Box, gt_box, parse_boxes
 from rewards.columns import column, completion_text, frame_size, resolve_device, solutions
-from rewards.matching import MODES, GtBox, PredBox, score_detections
+from rewards.matching import MODES, BadGroundTruth, GtBox, PredBox, score_detections
 from rewards.parsing import extract_answer, normalize_label, synonym_table
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
@@ -61,16 +61,25 @@ class _LabelIds:
     """Maps normalised labels (through synonyms) to integer ids shared by one batch."""
 
     def __init__(self, synonyms: dict[str, str]):
-        self.synonyms, self.ids = synonyms, {}
+        self.synonyms: dict[str, str] = synonyms
+        self.ids: dict[str, int] = {}  # normalised label -> id
+        self.raw: dict[Any, int] = {}  # label as given -> id (memo)
 
     def __call__(self, label: Any) -> int:
         if label is None:
             return -1
-        norm = normalize_label(label)
-        norm = self.synonyms.get(norm, norm)
-        if not norm:
-            return -1
-        return self.ids.setdefault(norm, len(self.ids))
+        key = label if isinstance(label, str) else repr(label)
+        found = self.raw.get(key)
+        if found is None:
+            norm = normalize_label(label)
+            norm = self.synonyms.get(norm, norm)
+            found = self.ids.setdefault(norm, len(self.ids)) if norm else -1
+            self.raw[key] = found
+        return found
+
+
+def _bad_gt(record: Any, j: int, box: Any) -> ValueError:
+    return ValueError(f"detection: record {record!r}: solution box {j} must be 4 finite numbers, got {box!r}")
 
 
 @register_reward("detection")
@@ -102,6 +111,7 @@ def detection(
     preds: list[list[PredBox]] = []
     gts: list[list[GtBox]] = []
     agnostic: list[bool] = []
+    frames: list[tuple[float, float] | None] = []
     for i, (completion, sol) in enumerate(zip(completions, sols)):
         if not is_detection_record(sol, tasks[i]):
             continue
@@ -111,14 +121,14 @@ def detection(
             raise ValueError(
                 f"detection: record {ids[i]!r}: solution has {len(gt_boxes)} boxes but {len(gt_labels)} labels"
             )
-        gt_row = []
-        for j, b in enumerate(gt_boxes):
-            g = gt_box(b, frame)
-            if g is None:
-                raise ValueError(
-                    f"detection: record {ids[i]!r}: solution box {j} must be 4 finite numbers, got {b!r}"
-                )
-            gt_row.append((g.x1, g.y1, g.x2, g.y2, label_id(gt_labels[j]) if gt_labels is not None else -1))
+        bad = [j for j, b in enumerate(gt_boxes) if not isinstance(b, (list, tuple)) or len(b) != 4]
+        if bad:
+            raise _bad_gt(ids[i], bad[0], gt_boxes[bad[0]])
+        # raw here; reordered, clipped and checked for finiteness on the tensor (score_detections)
+        if gt_labels is None:
+            gt_row = [(b[0], b[1], b[2], b[3], -1) for b in gt_boxes]
+        else:
+            gt_row = [(b[0], b[1], b[2], b[3], label_id(lab)) for b, lab in zip(gt_boxes, gt_labels)]
         out[i] = 0.0
         parsed = parse_boxes(extract_answer(completion_text(completion)).text, frame, max_boxes=max_boxes)
         if not parsed.ok:
@@ -128,6 +138,7 @@ def detection(
         counter.add("fixed_box", parsed.fixed)
         counter.add("unlabeled_box", sum(b.valid and b.label is None for b in parsed.boxes))
         idx.append(i)
+        frames.append(frame)
         agnostic.append(gt_labels is None)
         gts.append(gt_row)
         preds.append(
@@ -137,9 +148,19 @@ def detection(
             ]
         )
     if idx:
-        scores, dups = score_detections(
-            preds, gts, agnostic, score, iou_threshold, dedup_iou, confidence_weight, resolve_device(device)
-        )
+        dev = resolve_device(device)
+        try:
+            scores, dups = score_detections(
+                preds, gts, agnostic, score, iou_threshold, dedup_iou, confidence_weight, dev, frames
+            )
+        except BadGroundTruth as e:
+            raise _bad_gt(ids[idx[e.item]], e.box, sols[idx[e.item]]["boxes"][e.box]) from None
+        except (TypeError, ValueError):  # a non-number in a ground-truth box: find it
+            for i in idx:
+                for j, b in enumerate(sols[i]["boxes"]):
+                    if gt_box(b) is None:
+                        raise _bad_gt(ids[i], j, b) from None
+            raise
         counter.add("duplicates", int(dups.sum()))
         for i, v in zip(idx, scores.tolist()):
             out[i] = float(v)

@@ -7,8 +7,10 @@ has IoU 0: an empty box never earns credit.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -41,19 +43,15 @@ def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
 
     a: [B, N, 4], b: [B, M, 4] xyxy. Returns [B, N, M] (float64).
     """
-    a, b = a.double(), b.double()
-    area_a = ((a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0))[
-        :, :, None
-    ]  # [B,N,1]
-    area_b = ((b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0))[
-        :, None, :
-    ]  # [B,1,M]
-    lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])  # [B, N, M, 2]
-    rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])  # [B, N, M, 2]
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]  # [B, N, M]
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(union))
+    ax1, ay1, ax2, ay2 = (t[:, :, None] for t in a.double().unbind(-1))  # each [B, N, 1]
+    bx1, by1, bx2, by2 = (t[:, None, :] for t in b.double().unbind(-1))  # each [B, 1, M]
+    iw = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)  # [B, N, M]
+    ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)  # [B, N, M]
+    inter = iw.mul_(ih)
+    area_a = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)  # [B, N, 1]
+    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)  # [B, 1, M]
+    union = (area_a + area_b).sub_(inter).clamp_(min=1e-300)  # inter <= union; union 0 means inter 0
+    return inter.div_(union)
 
 
 def interval_iou(p: Tensor, g: Tensor) -> Tensor:
@@ -75,13 +73,12 @@ def pad_boxes(
     groups: B lists of boxes (each ``width`` numbers). Returns (boxes [B, L, width] float64 with zeros
     as padding, mask [B, L] bool) with L = max(1, longest list).
     """
-    b = len(groups)
-    longest = max([len(g) for g in groups], default=0)
-    length = max(1, longest)
-    flat = [list(box) for g in groups for box in g]
-    lengths = torch.tensor([len(g) for g in groups], dtype=torch.long)
-    mask = torch.arange(length)[None, :] < lengths[:, None]  # [B, L]
-    out = torch.zeros(b, length, width, dtype=torch.float64)
-    if flat:
-        out[mask] = torch.tensor(flat, dtype=torch.float64)
-    return out.to(device), mask.to(device)
+    lengths = np.fromiter((len(g) for g in groups), dtype=np.int64, count=len(groups))  # [B]
+    length = max(1, int(lengths.max(initial=0)))
+    mask = np.arange(length)[None, :] < lengths[:, None]  # [B, L]
+    out = np.zeros((len(groups), length, width), dtype=np.float64)
+    total = int(lengths.sum())
+    if total:
+        flat = itertools.chain.from_iterable(itertools.chain.from_iterable(groups))
+        out[mask] = np.fromiter(flat, dtype=np.float64, count=total * width).reshape(total, width)
+    return torch.from_numpy(out).to(device), torch.from_numpy(mask).to(device)

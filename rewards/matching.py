@@ -40,30 +40,65 @@ GtBox = tuple[float, float, float, float, int]  # x1, y1, x2, y2, label_id
 _TIE = 1e-4
 
 
+def _best_is_distinct(weights: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Each row's (dim=2) or column's (dim=1) best positive entry, and whether those never collide.
+
+    When every row's best column is a different column, giving each row its best is optimal: it
+    reaches the upper bound sum_i max_j w_ij. Returns (choice [B, N, M] bool, distinct [B] bool).
+    """
+    best = weights.argmax(dim=dim, keepdim=True)  # [B, 1, M] or [B, N, 1]
+    choice = torch.zeros_like(weights, dtype=torch.bool).scatter_(dim, best, True) & (weights > 0)
+    distinct = (choice.sum(dim=3 - dim) <= 1).all(dim=1)  # no column (row) picked twice
+    return choice, distinct
+
+
 def _assign(weights: Tensor) -> Tensor:
     """Maximum-weight one-to-one assignment per batch item.
 
     weights: [B, N, M] >= 0 (zero = may not match). Returns a bool [B, N, M] assignment holding only
-    positive-weight pairs.
+    positive-weight pairs. Items whose rows (or columns) have distinct best entries take them (exact,
+    see :func:`_best_is_distinct`); the rest go to scipy's Hungarian solver one by one.
     """
-    pos = weights > 0  # [B, N, M]
-    conflict = (pos.sum(dim=2) > 1).any(dim=1) | (pos.sum(dim=1) > 1).any(dim=1)  # [B]
-    assigned = pos & ~conflict[:, None, None]  # conflict-free items: every positive entry is matched
-    hard = conflict.nonzero().flatten().tolist()
-    if hard:
-        w_np = weights[hard].cpu().numpy()  # [H, N, M]
-        rows_all, cols_all, items = [], [], []
-        for k, b in enumerate(hard):
-            rows, cols = linear_sum_assignment(w_np[k], maximize=True)
-            keep = w_np[k][rows, cols] > 0
-            rows_all.append(rows[keep])
-            cols_all.append(cols[keep])
-            items.append(np.full(int(keep.sum()), b))
-        b_idx = torch.as_tensor(np.concatenate(items), dtype=torch.long, device=weights.device)
-        r_idx = torch.as_tensor(np.concatenate(rows_all), dtype=torch.long, device=weights.device)
-        c_idx = torch.as_tensor(np.concatenate(cols_all), dtype=torch.long, device=weights.device)
+    by_row, rows_ok = _best_is_distinct(weights, dim=2)  # [B, N, M], [B]
+    by_col, cols_ok = _best_is_distinct(weights, dim=1)
+    assigned = torch.where(rows_ok[:, None, None], by_row, by_col & cols_ok[:, None, None])
+    conflict = ~(rows_ok | cols_ok)  # [B]
+    hard = conflict.nonzero().flatten()
+    if hard.numel():
+        w_np = np.ascontiguousarray(weights[hard].cpu().numpy())  # [H, N, M]
+        pairs = [linear_sum_assignment(w, maximize=True) for w in w_np]  # scipy's C solver, per item
+        lengths = np.fromiter((len(r) for r, _ in pairs), dtype=np.int64, count=len(pairs))
+        item = np.repeat(np.arange(len(pairs)), lengths)  # [P]
+        rows = np.concatenate([r for r, _ in pairs])  # [P]
+        cols = np.concatenate([c for _, c in pairs])  # [P]
+        keep = w_np[item, rows, cols] > 0  # zero-weight pairs are not matches
+        b_idx = hard.cpu()[torch.from_numpy(item[keep])].to(weights.device)
+        r_idx = torch.from_numpy(rows[keep]).to(weights.device)
+        c_idx = torch.from_numpy(cols[keep]).to(weights.device)
         assigned[b_idx, r_idx, c_idx] = True
     return assigned
+
+
+class BadGroundTruth(ValueError):
+    """A ground-truth box that is not 4 finite numbers: batch ``item``, box ``box``."""
+
+    def __init__(self, item: int, box: int):
+        super().__init__(f"ground-truth box {box} of batch item {item} is not 4 finite numbers")
+        self.item, self.box = item, box
+
+
+def _clean_boxes(g: Tensor, mask: Tensor, frames: Sequence[tuple[float, float] | None]) -> Tensor:
+    """Reorder corners and clip into [0, W] x [0, H]. g: [B, M, 4], mask [B, M]. Returns [B, M, 4]."""
+    bad = ~torch.isfinite(g).all(dim=-1) & mask  # [B, M]
+    if bad.any():
+        item, box = (int(v) for v in bad.nonzero()[0])
+        raise BadGroundTruth(item, box)
+    inf = float("inf")
+    wh = torch.tensor([f if f is not None else (inf, inf) for f in frames], dtype=g.dtype, device=g.device)
+    lo = torch.minimum(g[..., :2], g[..., 2:]).clamp(min=0)  # [B, M, 2]
+    hi = torch.maximum(g[..., :2], g[..., 2:]).clamp(min=0)  # [B, M, 2]
+    lim = wh[:, None, :]  # [B, 1, 2]
+    return torch.cat([torch.minimum(lo, lim), torch.minimum(hi, lim)], dim=-1)
 
 
 def score_detections(
@@ -75,16 +110,22 @@ def score_detections(
     dedup_iou: float = 0.95,
     confidence_weight: float = 0.0,
     device: torch.device | None = None,
+    gt_frames: Sequence[tuple[float, float] | None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Score B completions at once (see module doc).
 
-    Returns (scores [B] float64 in [0, 1], n_duplicates [B] long) on ``device``.
+    With ``gt_frames`` (per item, (W, H) or None) the ground-truth boxes are taken raw and cleaned here
+    on the tensor like :func:`rewards.boxes.gt_box` does one by one: corners reordered, clipped to
+    ``[0, W] x [0, H]``; a non-finite one raises :class:`BadGroundTruth`. Without it they must already
+    be clean. Returns (scores [B] float64 in [0, 1], n_duplicates [B] long) on ``device``.
     """
     if mode not in MODES:
         raise ValueError(f"detection: score must be one of {MODES}, got {mode!r}")
     device = device or torch.device("cpu")
     pb, pmask = pad_boxes(preds, device, width=6)  # [B, N, 6], [B, N]
     gb, gmask = pad_boxes(gts, device, width=5)  # [B, M, 5], [B, M]
+    if gt_frames is not None:
+        gb = torch.cat([_clean_boxes(gb[..., :4], gmask, gt_frames), gb[..., 4:]], dim=-1)
     n = pb.shape[1]
     plab, glab, conf = pb[..., 4].long(), gb[..., 4].long(), pb[..., 5]  # [B, N], [B, M], [B, N]
     agn = torch.as_tensor(list(agnostic), dtype=torch.bool, device=device)[:, None, None]  # [B, 1, 1]

@@ -10,6 +10,7 @@ Nothing in the reasoning ever counts. An empty answer is a parse failure.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -114,6 +115,17 @@ def normalize_label(text: str) -> str:
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
+    if len(text) <= 64:
+        return _normalize_short(text)  # labels repeat: memoised
+    return _normalize(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalize_short(text: str) -> str:
+    return _normalize(text)
+
+
+def _normalize(text: str) -> str:
     text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold()
     text = " ".join(_NOT_WORD.sub(" ", text).split())
     return _ARTICLES.sub("", text)
