@@ -141,6 +141,15 @@ def register(subparsers) -> None:
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--prompt-style", default="answer_only", choices=("answer_only", "think_answer"))
     p.add_argument("--background", default="plain", choices=("plain", "noise"), help="shapes tasks")
+    p.add_argument("--min-size-frac", type=float, default=None, help="shapes: smallest side / image size")
+    p.add_argument("--max-size-frac", type=float, default=None, help="shapes: largest side / image size")
+    p.add_argument("--distractors", type=int, default=None, help="shapes: at most this many other shapes")
+    p.add_argument(
+        "--coord-space",
+        default="pixel",
+        choices=("pixel", "norm1000"),
+        help="grounding, detection, tracking: the box frame the prompt asks for",
+    )
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("preview", help="contact sheet PNG of records with ground truth in the model frame")
@@ -238,12 +247,16 @@ def _synth(args: argparse.Namespace) -> int:
             from data_pipelines.synthetic import write_shapes_dataset
 
             path = write_shapes_dataset(
-                args.out, args.task, image_size=args.image_size, background=args.background, **common
-            )
+                args.out, args.task, image_size=args.image_size, background=args.background,
+                min_size_frac=args.min_size_frac, max_size_frac=args.max_size_frac,
+                distractors=args.distractors, coord_space=args.coord_space, **common,
+            )  # fmt: skip
         elif args.task in VIDEO_TASKS:
             from data_pipelines.synthetic.video import write_video_dataset
 
-            path = write_video_dataset(args.out, args.task, image_size=args.image_size, **common)
+            path = write_video_dataset(
+                args.out, args.task, image_size=args.image_size, coord_space=args.coord_space, **common
+            )
         else:
             from data_pipelines.synthetic.charts import write_chart_dataset
 

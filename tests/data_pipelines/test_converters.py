@@ -271,3 +271,7 @@ def test_cli_prepare_summary_and_one_line_errors(coco, tmp_path, capsys):
     assert err.count("\n") == 1 and "is not a folder" in err
     assert main(["data", "synth", "counting", str(tmp_path / "syn"), "--n", "3"]) == 0
     assert len(_records(tmp_path / "syn" / "counting_train.jsonl")) == 3
+    argv = ["data", "synth", "grounding", str(tmp_path / "syn"), "--n", "2", "--coord-space", "norm1000"]
+    assert main([*argv, "--distractors", "3", "--background", "noise"]) == 0
+    rec = _records(tmp_path / "syn" / "grounding_train.jsonl")[0]
+    assert rec["coord_space"] == "norm1000" and "0-1000" in rec["prompt"][0]["content"][1]["text"]
