@@ -22,6 +22,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from concurrent import futures
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -136,12 +137,16 @@ def chart_render(
     layout_weight: float = 1.0,
     color_scale: float = 100.0,
     code_block: str = "auto",
+    batch_timeout_s: float | None = None,
     **params: Any,
 ) -> Scores:
     """Score each completion's chart against its reference (see the module doc); never raises on output.
 
     ``params`` may set any :class:`~rewards.sandbox.SandboxConfig` field (``timeout_s``, ``memory_mb``,
-    ``workers``, ``isolation``, ...); other keys (dataset columns) are ignored.
+    ``workers``, ``isolation``, ...); other keys (dataset columns) are ignored. Without
+    ``batch_timeout_s`` the call waits at most about ceil(renders / workers) x (timeout_s + 3 s); with it,
+    renders unfinished after ``batch_timeout_s`` seconds score 0 as ``fail/deadline`` (queued ones are
+    cancelled) and the call returns.
     """
     if code_block not in CODE_BLOCK_MODES:
         raise ValueError(f"chart_render: code_block must be one of {CODE_BLOCK_MODES}, got {code_block!r}")
@@ -181,7 +186,13 @@ def chart_render(
     pool = get_pool(cfg) if (to_render or codes) else None
     ref_futures = {key: pool.submit(code) for key, code in to_render.items()} if pool else {}
     cand_futures = {i: pool.submit(code) for i, code in codes.items()} if pool else {}
+    pending = list(ref_futures.values()) + list(cand_futures.values())
+    _, late = futures.wait(pending, timeout=batch_timeout_s)
+    for fut in late:
+        fut.cancel()
     for key, fut in ref_futures.items():
+        if fut in late:
+            continue
         ref = _reference_from_render(fut.result(), cfg)
         with _cache_lock:
             _cache[key] = ref
@@ -189,16 +200,25 @@ def chart_render(
                 _cache.popitem(last=False)
 
     scores: list[float | None] = [None] * n
+    key_of: dict[int, str] = {}
     element_sum = visual_sum = render_s = 0.0
     n_ok = 0
     for i, ref in refs.items():
         if isinstance(ref, str):
+            key_of[i] = ref
             with _cache_lock:
                 ref = _cache.get(ref)
+            if ref is None and ref_futures.get(key_of[i]) in late:
+                counter.add("fail/deadline")  # the reference itself did not finish in time: no score
+                continue
         if ref is None:
             counter.add("fail/reference")
             continue
         if i not in cand_futures:
+            scores[i] = 0.0
+            continue
+        if cand_futures[i] in late:
+            counter.add("fail/deadline")
             scores[i] = 0.0
             continue
         r = cand_futures[i].result()
@@ -228,6 +248,6 @@ def chart_render(
     if n_ok:
         out.metrics["element_mean"] = element_sum / n_ok
         out.metrics["visual_mean"] = visual_sum / n_ok
-    if cand_futures:
-        out.metrics["render_s_mean"] = render_s / len(cand_futures)
+    if n_done := len(cand_futures) - sum(f in late for f in cand_futures.values()):
+        out.metrics["render_s_mean"] = render_s / n_done
     return out

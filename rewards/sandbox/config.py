@@ -21,6 +21,7 @@ FAIL_REASONS = (
     "output_limit",  # the render or element export exceeded the result size cap
     "crash",  # the process died by a signal or exited without a result
     "sandbox",  # the sandbox itself failed (worker died, protocol error); not the code's fault
+    "deadline",  # the caller's batch deadline passed before this render finished (queued or running)
 )
 
 ISOLATION_MODES = ("auto", "strict", "minimal")

@@ -162,3 +162,18 @@ def test_image_reference_with_and_without_elements(tmp_path):
     assert s[0] == pytest.approx(1.0, abs=1e-6)  # visual only
     assert 0.5 < s[1] < 0.99  # visual + elements against the exported reference elements
     assert s[2] is None and s.metrics["fail/reference"] == 1.0
+
+
+def test_batch_deadline_returns_on_time_and_counts_late_renders():
+    import time
+
+    params = dict(PARAMS) | {"workers": 2}
+    chart_render([BAR], solution=[{"code": BAR}], **params)  # reference rendered and cached
+    t0 = time.monotonic()
+    s = chart_render(
+        [BAR, "while True:\n    pass"], solution=[{"code": BAR}] * 2, batch_timeout_s=1.0, **params
+    )
+    waited = time.monotonic() - t0
+    assert waited < 1.0 + 0.5  # not the 3 s render timeout of the looping render
+    assert s[0] == pytest.approx(1.0, abs=1e-6) and s[1] == 0.0
+    assert s.metrics["fail/deadline"] == 1.0 and s.metrics["fail/timeout"] == 0.0
