@@ -12,7 +12,8 @@ task in the DESIGN schema, plus well-formed answers, and checks:
 - ``batch_size``: scoring one completion at a time gives the same scores as the batch;
 - ``messages``: TRL's ``[{"role": "assistant", "content": ...}]`` completions score like strings;
 - ``metrics``: a returned ``.metrics`` dict holds finite numbers;
-- ``throughput``: completions per second on a realistic batch of 64 (fails under ``min_throughput``).
+- ``throughput``: completions per second on a realistic batch of 64 (fails under ``min_throughput``,
+  by default the reward's ``check_min_throughput`` attribute, else 5/s).
 
 :func:`run_checks` returns a :class:`CheckReport`; the CLI prints it and exits non-zero on a failure.
 """
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SIZE = (448, 336)
+DEFAULT_MIN_THROUGHPUT = 5.0  # completions per second, unless the reward declares check_min_throughput
 
 
 def records() -> list[dict[str, Any]]:
@@ -165,12 +167,19 @@ def run_checks(
     spec: str = "",
     params: dict[str, Any] | None = None,
     score_range: tuple[float, float] = (0.0, 1.0),
-    min_throughput: float = 100.0,
+    min_throughput: float | None = None,
     n_boxes: int = 10_000,
     seed: int = 0,
 ) -> CheckReport:
-    """Run the battery (see module doc) on reward ``fn`` called with ``params``."""
+    """Run the battery (see module doc) on reward ``fn`` called with ``params``.
+
+    ``min_throughput`` (completions/s) defaults to the reward's own ``check_min_throughput`` attribute
+    when it declares one (a sandboxed renderer is slower than a regex), else to 5/s: slow enough for any
+    reward that can train, fast enough to catch a quadratic blow-up.
+    """
     params = dict(params or {})
+    if min_throughput is None:
+        min_throughput = float(getattr(fn, "check_min_throughput", DEFAULT_MIN_THROUGHPUT))
     report = CheckReport(spec=spec or getattr(fn, "__name__", repr(fn)))
     recs = records()
     pairs = [(c, r) for _, c in hostile_completions(n_boxes, seed) for r in recs]

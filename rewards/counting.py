@@ -77,3 +77,6 @@ def counting(completions: list, relative_error_credit: bool = False, **columns: 
         else:
             out.append(1.0 if parsed.value == gt else 0.0)
     return counter.scores(out)
+
+
+counting.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`

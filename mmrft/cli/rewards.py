@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p_check.add_argument(
         "--min-throughput",
         type=float,
-        default=100.0,
-        help="fail below this many completions per second (default 100)",
+        default=None,
+        help="fail below this many completions per second (default: the reward's check_min_throughput, else 5)",
     )
     p_check.add_argument(
         "--boxes", type=int, default=10_000, help="boxes in the many-boxes case (default 10000)"

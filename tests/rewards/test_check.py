@@ -84,3 +84,13 @@ def test_catches_slow_rewards():
 
     report = run_checks(slow, "slow", min_throughput=1e9)
     assert not report.ok and [r.name for r in report.results if not r.ok] == ["throughput"]
+
+
+def test_throughput_floor_comes_from_the_reward_attribute():
+    def fast_enough(completions, **kw):
+        return [0.0] * len(completions)
+
+    assert run_checks(fast_enough, "f").ok  # default floor 5/s
+    fast_enough.check_min_throughput = 1e12
+    failed = [r.name for r in run_checks(fast_enough, "f").results if not r.ok]
+    assert failed == ["throughput"]
