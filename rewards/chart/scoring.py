@@ -28,6 +28,8 @@ from scipy.optimize import linear_sum_assignment
 from rewards.chart.color import color_similarity
 
 COMPONENTS = ("text", "type", "color", "layout")
+MAX_ITEMS = 512  # per element kind, as exported; a forged export cannot make scoring slow
+MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
 
 
 class ElementScore(NamedTuple):
@@ -70,15 +72,27 @@ def color_f1(ref: list[list[str]], pred: list[list[str]], scale: float = 100.0) 
 
 def _items(elements: dict[str, Any], key: str) -> list[Any]:
     value = elements.get(key) if isinstance(elements, dict) else None
-    return list(value) if isinstance(value, list) else []
+    return list(value[:MAX_ITEMS]) if isinstance(value, list) else []
+
+
+def _strings(elements: dict[str, Any], key: str) -> list[str]:
+    return [str(t)[:500] for t in _items(elements, key) if isinstance(t, (str, int, float))]
 
 
 def _colors(elements: dict[str, Any]) -> list[list[str]]:
     return [
-        [str(c[0]), str(c[1])]
+        [str(c[0])[:50], str(c[1])[:20]]
         for c in _items(elements, "colors")
         if isinstance(c, (list, tuple)) and len(c) == 2
     ]
+
+
+def _layout(elements: dict[str, Any]) -> list[tuple[int, ...]]:
+    out = []
+    for cell in _items(elements, "layout"):
+        if isinstance(cell, list) and len(cell) <= 8 and all(isinstance(v, (int, float)) for v in cell):
+            out.append(tuple(int(v) for v in cell))
+    return out
 
 
 def element_score(
@@ -89,13 +103,10 @@ def element_score(
 ) -> ElementScore:
     """Compare exported elements; ``weights`` per component (default equal). Untrusted ``pred`` is fine."""
     weights = {c: 1.0 for c in COMPONENTS} | dict(weights or {})
-    text = multiset_f1([str(t) for t in _items(ref, "texts")], [str(t) for t in _items(pred, "texts")])
-    kind = multiset_f1([str(t) for t in _items(ref, "types")], [str(t) for t in _items(pred, "types")])
+    text = multiset_f1(_strings(ref, "texts"), _strings(pred, "texts"))
+    kind = multiset_f1(_strings(ref, "types"), _strings(pred, "types"))
     color = color_f1(_colors(ref), _colors(pred), color_scale)
-    layout = multiset_f1(
-        [tuple(x) for x in _items(ref, "layout") if isinstance(x, list)],
-        [tuple(x) for x in _items(pred, "layout") if isinstance(x, list)],
-    )
+    layout = multiset_f1(_layout(ref), _layout(pred))
     parts = {"text": text, "type": kind, "color": color, "layout": layout}
     num = sum(weights[c] * v for c, v in parts.items() if v is not None)
     den = sum(weights[c] for c, v in parts.items() if v is not None)
@@ -107,6 +118,11 @@ def load_rgb(data: bytes | str, size: tuple[int, int]) -> np.ndarray:
     (width, height). Raises ``ValueError`` when it is not a readable image."""
     try:
         im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"unreadable image ({type(e).__name__})") from e
+    if im.size[0] * im.size[1] > MAX_PIXELS:
+        raise ValueError(f"image of {im.size[0]}x{im.size[1]} pixels is too large")
+    try:
         im.load()
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"unreadable image ({type(e).__name__})") from e

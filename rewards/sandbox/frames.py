@@ -24,11 +24,21 @@ def encode(header: dict[str, Any], payload: bytes | bytearray = b"") -> bytes:
     return HEAD.pack(len(h), len(payload)) + h + bytes(payload)
 
 
-def write_frame(fd: int, header: dict[str, Any], payload: bytes | bytearray = b"") -> None:
-    data = memoryview(encode(header, payload))
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+def write_frame(fd: int, header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> None:
+    """Write one frame; the payload is written from its own buffer (no copy is made of it)."""
+    h = json.dumps(header, separators=(",", ":")).encode()
+    for data in (memoryview(HEAD.pack(len(h), len(payload)) + h), memoryview(payload)):
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+
+
+def frame_complete(buf: bytes | bytearray | memoryview, max_payload: int) -> bool:
+    """Whether ``buf`` holds exactly one whole frame within the caps (lengths only; nothing is parsed)."""
+    if len(buf) < HEAD.size:
+        return False
+    hlen, plen = HEAD.unpack(bytes(buf[: HEAD.size]))
+    return hlen <= MAX_HEADER and plen <= max_payload and len(buf) == HEAD.size + hlen + plen
 
 
 def read_exact(fd: int, n: int) -> bytearray:

@@ -37,12 +37,15 @@ _PRELOAD = (
 
 
 def _supervise(pid: int, out_r: int, res_r: int, cfg: SandboxConfig, t0: float) -> dict[str, Any]:
-    """Read the render's output and result until it exits or the wall timeout; kill its group after."""
-    out = bytearray()
-    out_total = 0
-    res = bytearray()
-    deadline = t0 + cfg.timeout_s
+    """Read the render's output and result until it exits or the wall timeout; kill its group after.
+
+    Reads go into preallocated buffers that are zeroed once the reply is built; the result frame is
+    checked by its lengths only (this process never parses what the render wrote).
+    """
     limit = cfg.max_result_bytes + frames.MAX_HEADER + frames.HEAD.size
+    out, res, sink = bytearray(cfg.max_output_bytes), bytearray(limit + 1), bytearray(65536)
+    n_out = n_res = out_total = 0
+    deadline = t0 + cfg.timeout_s
     status: dict[str, Any] = {}
     open_fds = [out_r, res_r]
     while open_fds:
@@ -52,29 +55,32 @@ def _supervise(pid: int, out_r: int, res_r: int, cfg: SandboxConfig, t0: float) 
             break
         ready, _, _ = select.select(open_fds, [], [], min(left, 0.5))
         for fd in ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                open_fds.remove(fd)
-            elif fd == out_r:
-                out_total += len(chunk)
-                room = cfg.max_output_bytes - len(out)
-                if room > 0:
-                    out += chunk[:room]
+            if fd == out_r:
+                room = len(out) - n_out
+                k = os.readv(fd, [memoryview(out)[n_out:] if room else memoryview(sink)])
+                n_out += k if room else 0
+                out_total += k
             else:
-                res += chunk
-        if len(res) > limit:
+                k = os.readv(fd, [memoryview(res)[n_res:]])
+                n_res += k
+            if k == 0:
+                open_fds.remove(fd)
+        if n_res > limit:
             status = {"reason": "output_limit", "detail": f"result over {cfg.max_result_bytes} bytes"}
             break
-        if frames.split_frame(res, cfg.max_result_bytes) is not None:
+        if frames.frame_complete(memoryview(res)[:n_res], cfg.max_result_bytes):
             break  # a complete result: nothing more is needed from the process
     _kill_group(pid)
     code = _reap(pid)
-    if not status and frames.split_frame(res, cfg.max_result_bytes) is None:
+    if not status and not frames.frame_complete(memoryview(res)[:n_res], cfg.max_result_bytes):
         status = _exit_status(code)
     status.update(wall_s=time.monotonic() - t0, output_bytes=out_total)
-    payload = frames.HEAD.pack(len(out), len(res)) + bytes(out) + bytes(res)
-    out[:] = bytes(len(out))
-    res[:] = bytes(len(res))
+    payload = bytearray(frames.HEAD.size + n_out + n_res)
+    payload[: frames.HEAD.size] = frames.HEAD.pack(n_out, n_res)
+    payload[frames.HEAD.size : frames.HEAD.size + n_out] = memoryview(out)[:n_out]
+    payload[frames.HEAD.size + n_out :] = memoryview(res)[:n_res]
+    for buf in (out, res, sink):
+        buf[:] = bytes(len(buf))
     return {"status": status, "payload": payload}
 
 

@@ -177,3 +177,19 @@ def test_batch_deadline_returns_on_time_and_counts_late_renders():
     assert waited < 1.0 + 0.5  # not the 3 s render timeout of the looping render
     assert s[0] == pytest.approx(1.0, abs=1e-6) and s[1] == 0.0
     assert s.metrics["fail/deadline"] == 1.0 and s.metrics["fail/timeout"] == 0.0
+
+
+def test_forged_exports_and_image_bombs_never_raise():
+    forged = {"texts": [{"a": 1}, ["x"], "ok"] * 10_000, "types": [[1]], "colors": [[[1], 2], "zz"],
+              "layout": [[[1, 2]], [1, 1, 0, 1, 0, 1], "x"]}  # fmt: skip
+    ref = {"texts": ["ok"], "types": ["bar"], "colors": [["bar", "#ff0000"]], "layout": [[1, 1, 0, 1, 0, 1]]}
+    s = element_score(ref, forged)
+    assert 0.0 <= s.total <= 1.0 and s.layout == 1.0
+    buf = io.BytesIO()
+    Image.new("1", (8000, 6000)).save(buf, format="PNG")  # 48 M pixels in a few kB: refused undecoded
+    from rewards.chart.scoring import load_rgb
+
+    with pytest.raises(ValueError, match="too large"):
+        load_rgb(buf.getvalue(), (10, 10))
+    with pytest.raises(ValueError, match="unreadable"):
+        load_rgb(b"\x89PNG\r\n\x1a\n garbage", (10, 10))
