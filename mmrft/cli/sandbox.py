@@ -70,6 +70,7 @@ def _selftest(args: argparse.Namespace) -> int:
     from rewards.sandbox import SandboxPool
     from rewards.sandbox.battery import SECRET_ENV, layer_tags, run_battery
 
+    had_secret = SECRET_ENV in os.environ
     os.environ.setdefault(SECRET_ENV, "tok" + secrets.token_hex(12))  # before the pool: it must not leak
     try:
         with SandboxPool(_config(args, workers=2)) as pool:
@@ -78,6 +79,9 @@ def _selftest(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - a CLI reports the one-line reason
         print(f"sandbox selftest: the sandbox could not start: {e}", file=sys.stderr)
         return 1
+    finally:
+        if not had_secret:
+            os.environ.pop(SECRET_ENV, None)
     tags = layer_tags(layers)
     from rewards.sandbox.battery import CASES
 

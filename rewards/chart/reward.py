@@ -25,9 +25,6 @@ from collections import OrderedDict
 from concurrent import futures
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from rewards.chart.scoring import element_score, load_rgb, visual_score
 from rewards.columns import column, completion_text, solutions
 from rewards.parsing import extract_answer
 from rewards.registry import register_reward
@@ -48,7 +45,7 @@ _cache_lock = threading.Lock()
 class Reference(NamedTuple):
     """A rendered reference: RGB [H, W, 3] at the sandbox's render size and its elements (or None)."""
 
-    rgb: np.ndarray
+    rgb: Any  # np.ndarray; numpy, scipy and PIL load on first use so that importing the registry stays fast
     elements: dict[str, Any] | None
 
 
@@ -93,12 +90,16 @@ def _cache_key(code: str, cfg: SandboxConfig) -> str:
 
 
 def _reference_from_render(r: RenderResult, cfg: SandboxConfig) -> Reference | None:
+    from rewards.chart.scoring import load_rgb
+
     if not r.ok:
         return None
     return Reference(load_rgb(r.png, (cfg.width_px, cfg.height_px)), r.elements)
 
 
 def _reference_from_image(sol: dict[str, Any], cfg: SandboxConfig) -> Reference | None:
+    from rewards.chart.scoring import load_rgb
+
     try:
         rgb = load_rgb(str(sol["image"]), (cfg.width_px, cfg.height_px))
     except (ValueError, OSError):
@@ -148,6 +149,8 @@ def chart_render(
     renders unfinished after ``batch_timeout_s`` seconds score 0 as ``fail/deadline`` (queued ones are
     cancelled) and the call returns.
     """
+    from rewards.chart.scoring import element_score, load_rgb, visual_score
+
     if code_block not in CODE_BLOCK_MODES:
         raise ValueError(f"chart_render: code_block must be one of {CODE_BLOCK_MODES}, got {code_block!r}")
     if element_weight < 0 or visual_weight < 0 or element_weight + visual_weight <= 0:
