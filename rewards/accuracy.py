@@ -125,7 +125,7 @@ def accuracy(
             out.append(0.0)
             continue
         out.append(score_label(answer.text, sol, table, index_base))
-    return counter.scores(out)
+    return counter.scores(out, columns, "accuracy")
 
 
 accuracy.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`

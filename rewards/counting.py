@@ -76,7 +76,7 @@ def counting(completions: list, relative_error_credit: bool = False, **columns: 
             out.append(max(0.0, 1.0 - abs(parsed.value - gt) / max(gt, 1)))
         else:
             out.append(1.0 if parsed.value == gt else 0.0)
-    return counter.scores(out)
+    return counter.scores(out, columns, "counting")
 
 
 counting.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`

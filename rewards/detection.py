@@ -164,7 +164,7 @@ def detection(
         counter.add("duplicates", int(dups.sum()))
         for i, v in zip(idx, scores.tolist()):
             out[i] = float(v)
-    return counter.scores(out)
+    return counter.scores(out, columns, "detection")
 
 
 detection.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`

@@ -136,7 +136,8 @@ def format_reward(
             ok = parsed and json_shape_ok(value, shape)
         counter.add("malformed", not ok)
         out.append(1.0 if ok else 0.0)
-    return counter.scores(out)
+    return counter.scores(out, columns, "format")
 
 
+format_reward.__name__ = "format"  # TRL names its logs after __name__: rewards/format/mean
 format_reward.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`

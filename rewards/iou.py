@@ -90,7 +90,7 @@ def iou(
             vals = (vals >= threshold).double()
         for i, v in zip(idx, vals.tolist()):
             out[i] = float(v)
-    return counter.scores(out)
+    return counter.scores(out, columns, "iou")
 
 
 iou.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`

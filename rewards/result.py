@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 
 class Scores(list):
@@ -34,10 +35,19 @@ class MetricCounter:
         """Add ``n`` to the counter ``name``."""
         self._counts[name] += n
 
-    def scores(self, values: Iterable[float | None]) -> Scores:
-        """Wrap ``values`` as :class:`Scores` carrying the counts (as floats) plus the applicable rate."""
+    def scores(
+        self, values: Iterable[float | None], columns: dict[str, Any] | None = None, name: str = ""
+    ) -> Scores:
+        """Wrap ``values`` as :class:`Scores` carrying the counts (as floats) plus the applicable count.
+
+        When ``columns`` holds TRL's ``log_metric`` callable (GRPOTrainer passes one to every reward),
+        each metric is also sent there as ``rewards/<name>/<metric>``, so TRL logs it too.
+        """
         values = list(values)
         metrics = {k: float(v) for k, v in sorted(self._counts.items())}
-        applicable = [v for v in values if v is not None]
-        metrics["applicable"] = float(len(applicable))
+        metrics["applicable"] = float(sum(v is not None for v in values))
+        log_metric = (columns or {}).get("log_metric")
+        if callable(log_metric) and name:
+            for k, v in metrics.items():
+                log_metric(f"rewards/{name}/{k}", v)
         return Scores(values, metrics)

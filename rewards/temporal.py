@@ -135,7 +135,7 @@ def temporal_iou(
             vals = (vals >= threshold).double()
         for i, v in zip(idx, vals.tolist()):
             out[i] = float(v)
-    return counter.scores(out)
+    return counter.scores(out, columns, "temporal_iou")
 
 
 temporal_iou.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`

@@ -126,7 +126,7 @@ def tracking(
                 totals[i] += v
     for i, total in totals.items():
         out[i] = min(1.0, total / lengths[i])
-    return counter.scores(out)
+    return counter.scores(out, columns, "tracking")
 
 
 tracking.check_min_throughput = 500.0  # type: ignore[attr-defined]  # floor for `mmrft rewards check`
