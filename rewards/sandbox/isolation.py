@@ -156,6 +156,15 @@ def _setup_fds(out_w: int, res_w: int) -> int:
     return res
 
 
+def _die_with_parent(parent: int | None) -> None:
+    """SIGKILL this process when its parent dies (Linux); exit now if ``parent`` is already gone."""
+    if platform.system() != "Linux":
+        return
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent is not None and os.getppid() != parent:
+        os._exit(72)
+
+
 def _fail(res_fd: int, layer: str, err: BaseException) -> None:
     frames.write_frame(res_fd, {"ok": False, "reason": "sandbox", "layer": layer, "detail": str(err)[:300]})
     os._exit(71)
@@ -183,6 +192,7 @@ def render_process(
     """Body of the forked render process: apply ``plan``, run ``code``, write the result; never returns."""
     res_fd = 2
     try:
+        _die_with_parent(os.getppid())  # the worker dying takes its renders with it
         os.setsid()
         res_fd = _setup_fds(out_w, res_w)
         outer_uid, outer_gid = os.geteuid(), os.getegid()
@@ -199,7 +209,7 @@ def render_process(
                 _, st = os.waitpid(child, 0)
                 os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
             try:
-                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                _die_with_parent(None)
                 linux.sethostname("sandbox")
                 owner = (plan.uid, plan.gid) if plan.drop_user else (0, 0)
                 mountpoint = os.path.join(base, "root")
@@ -220,6 +230,7 @@ def render_process(
                 os.setresuid(plan.uid, plan.uid, plan.uid)
             elif plan.drop_caps or plan.userns:
                 linux.drop_capabilities()
+            _die_with_parent(None)  # a credential change clears the parent-death signal: set it again
         except OSError as e:
             _fail(res_fd, "drop_user", e)
         cwd = os.getcwd()

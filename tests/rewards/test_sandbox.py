@@ -155,3 +155,38 @@ def test_a_stuck_worker_is_killed_and_replaced_within_timeout_plus_margin():
         assert cfg.timeout_s <= waited <= cfg.timeout_s + MARGIN_S + 1.0
         assert p.replaced == 1 and worker.proc.poll() is not None  # the old one is dead
         assert p.run(BAR).ok  # the replacement serves the next job
+
+
+def _orphans(root_pid: int) -> list[int]:
+    """Sandbox processes (forks of a worker) whose ancestry no longer reaches ``root_pid``."""
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"rewards.sandbox.worker" not in open(f"/proc/{d}/cmdline", "rb").read():
+                continue
+            pid, chain = int(d), []
+            while pid not in (0, 1, root_pid) and len(chain) < 8:
+                chain.append(pid)
+                pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid != root_pid:
+            out.append(int(d))
+    return out
+
+
+@linux_only
+def test_killing_a_worker_mid_render_kills_its_render():
+    cfg = SandboxConfig(workers=1, timeout_s=30.0, cpu_s=30, memory_mb=512, width_px=80, height_px=60, dpi=20)
+    with SandboxPool(cfg) as p:
+        p.isolation()
+        worker = p._all[0]
+        fut = p.submit("import time\ntime.sleep(600)")
+        time.sleep(1.0)  # the render is sleeping inside the sandbox now
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        r = fut.result(timeout=10)
+        assert r.reason == "sandbox"
+        deadline = time.monotonic() + 3
+        while _orphans(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _orphans(os.getpid()) == []
