@@ -114,7 +114,11 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     if info.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        from mmrft.models.forward import VLMOps, _inner
+
+        if not isinstance(model, VLMOps):
+            raise TypeError("FSDP2 wraps the VLMOps root module (every forward must pass through the root)")
+        inner = _inner(model)
         core = inner.model
         for block in core.visual.blocks:
             fully_shard(block)
@@ -122,7 +126,6 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
         for layer in core.language_model.layers:
             fully_shard(layer)
         fully_shard(core.language_model.embed_tokens)
-        fully_shard(core.language_model)
         fully_shard(inner.lm_head)
         fully_shard(model)
         return model

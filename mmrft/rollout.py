@@ -20,6 +20,7 @@ from mmrft.models.forward import (
     PromptBatch,
     VisionFeatures,
     _inner,
+    as_ops,
     embed_with_vision,
     encode_vision,
     rope_positions,
@@ -194,6 +195,7 @@ def generate(
     run the same number of decode steps, since each forward is a collective).
     """
     inner = _inner(model)
+    ops = as_ops(model)
     tok = processor.tokenizer
     device = prompts.input_ids.device
     B, G = prompts.size, group_size
@@ -209,8 +211,8 @@ def generate(
         feats = encode_vision(model, prompts)
     prompt_index = torch.arange(B, device=device)
     embeds = embed_with_vision(model, prompts.input_ids, feats, prompt_index)  # [B, P, H]
-    lm = inner.model.language_model
-    out = lm(
+    out = ops(
+        "lm",
         inputs_embeds=embeds,
         attention_mask=prompts.attention_mask,
         position_ids=prompts.position_ids,
@@ -218,7 +220,7 @@ def generate(
     )
     cache = out.cache if hasattr(out, "cache") else out.past_key_values
     cache.batch_repeat_interleave(G)
-    last = inner.lm_head(out.last_hidden_state[:, -1]).float().repeat_interleave(G, dim=0)  # [N, V]
+    last = ops("head", out.last_hidden_state[:, -1]).float().repeat_interleave(G, dim=0)  # [N, V]
 
     gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     seq_to_prompt = prompt_index.repeat_interleave(G)
@@ -250,12 +252,17 @@ def generate(
             break
         attn = torch.cat([attn, active.long()[:, None]], dim=1)
         pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
-        step_embeds = inner.get_input_embeddings()(nxt[:, None])
-        out = lm(
-            inputs_embeds=step_embeds, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True
+        step_embeds = ops("embed", nxt[:, None])
+        out = ops(
+            "lm",
+            inputs_embeds=step_embeds,
+            attention_mask=attn,
+            position_ids=pos,
+            cache=cache,
+            use_cache=True,
         )
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        last = inner.lm_head(out.last_hidden_state[:, -1]).float()
+        last = ops("head", out.last_hidden_state[:, -1]).float()
 
     T = int(lengths.max()) if N else 0
     T = max(T, 1)

@@ -30,7 +30,7 @@ from mmrft.config import Config, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
 from mmrft.evaluation import evaluate
 from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
-from mmrft.models.forward import completion_logprobs, encode_vision
+from mmrft.models.forward import VLMOps, completion_logprobs, encode_vision
 from mmrft.models.loading import load_model
 from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
 from mmrft.scoring import RewardStack
@@ -139,10 +139,10 @@ class Trainer:
             max_pixels=cfg.data.max_pixels,
         )
         self.processor = loaded.processor
-        self.policy = distributed.wrap(_apply_lora(loaded.policy, cfg), self.info)
-        self.reference = (
-            distributed.wrap(loaded.reference, self.info) if loaded.reference is not None else None
-        )
+        self.policy = distributed.wrap(VLMOps(_apply_lora(loaded.policy, cfg)), self.info)
+        self.reference = None
+        if loaded.reference is not None:
+            self.reference = distributed.wrap(VLMOps(loaded.reference), self.info)
         self.rewards = RewardStack(cfg.rewards, self.info.device)
         self.data = build_datasets(cfg, files)
         self.total_steps = cfg.sft.steps + cfg.grpo.steps
@@ -168,6 +168,11 @@ class Trainer:
 
     def _micro_chunks(self, n_prompts: int, per_chunk: int) -> list[list[int]]:
         return [list(range(i, min(i + per_chunk, n_prompts))) for i in range(0, n_prompts, per_chunk)]
+
+    def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        keys = sorted(metrics)
+        vals = distributed.all_reduce_sum(torch.tensor([metrics[k] for k in keys], dtype=torch.float64))
+        return dict(zip(keys, vals.tolist()))
 
     def _optimizer_step(self) -> dict[str, float]:
         distributed.reduce_gradients(self.policy, self.info)
@@ -203,7 +208,8 @@ class Trainer:
         lp = completion_logprobs(self.policy, pb, feats, s2p, ids, mask)
         out = sft_loss(lp, mask, total_tokens=total_tokens)
         (out.loss * distributed.loss_scale(info)).backward()
-        return {"loss": float(out.loss.detach()), **out.metrics, **self._optimizer_step()}
+        metrics = self._sum_over_ranks({"loss": float(out.loss.detach()), "tokens": float(mask.sum())})
+        return {**metrics, **self._optimizer_step()}
 
     # ---- one GRPO step ---------------------------------------------------------------------------
     def grpo_step(self, step: int, grpo_step: int) -> tuple[dict[str, float], list[dict]]:
@@ -290,11 +296,13 @@ class Trainer:
                 )  # fmt: skip
                 (out.loss * distributed.loss_scale(info)).backward()
                 loss_sum += float(out.loss.detach())
-                w = float(mask[seqs].sum()) / max(float(mask.sum()), 1.0)
+                w = float(mask[seqs].sum()) / max(float(total_tokens), 1.0)  # share of the GLOBAL tokens
                 for m, v in out.metrics.items():
                     if m in ("clip_frac", "clip_frac_low", "clip_frac_high", "kl", "ratio_mean"):
                         acc[m] = acc.get(m, 0.0) + w * v
-            metrics = {"loss": loss_sum, **acc, **self._optimizer_step()}
+            metrics = {"loss": loss_sum, **acc}
+            metrics = self._sum_over_ranks(metrics)  # each rank holds its share of the global loss
+            metrics.update(self._optimizer_step())
 
         groups = rewards_all.view(-1, G)
         metrics.update(scored.metrics)
@@ -412,12 +420,12 @@ class Trainer:
         """The final weights as a Hugging Face checkpoint in ``final/`` (loadable like the input)."""
         sd, _ = distributed.full_state_dict(self.policy)
         if self.info.is_main:
-            model = self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
             out = self.run_dir / "final"
-            if hasattr(self.policy, "get_base_model"):
-                self.policy.save_pretrained(out)  # the LoRA adapter
+            hf = self.policy.hf
+            if hasattr(hf, "get_base_model"):
+                hf.save_pretrained(out)  # the LoRA adapter
             else:
-                model.save_pretrained(out, state_dict=sd)
+                hf.save_pretrained(out, state_dict={k.removeprefix("hf."): v for k, v in sd.items()})
             self.processor.save_pretrained(out)
         distributed.barrier()
 

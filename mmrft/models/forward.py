@@ -108,8 +108,47 @@ class VisionFeatures:
 
 
 def _inner(model):
-    """The Qwen*VLForConditionalGeneration under any peft/FSDP wrapper."""
+    """The Qwen*VLForConditionalGeneration under a VLMOps / peft wrapper."""
+    if isinstance(model, VLMOps):
+        model = model.hf
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class VLMOps(torch.nn.Module):
+    """One module whose ``forward(op, ...)`` runs each piece the vision-once forwards use.
+
+    Every call goes through this module's own forward, so it can be the FSDP2 root (FSDP2 gathers the
+    root's parameters only in the root's forward, and requires the root to run before its children).
+    ops: ``image`` / ``video`` (vision tower -> per-item features), ``embed`` (token embedding),
+    ``lm`` (decoder stack -> hidden states), ``head`` (LM head).
+    """
+
+    def __init__(self, hf_model):
+        super().__init__()
+        self.hf = hf_model
+
+    @property
+    def config(self):
+        return _inner(self.hf).config
+
+    def forward(self, op: str, *args, **kwargs):
+        inner = _inner(self.hf)
+        if op == "image":
+            return inner.model.get_image_features(*args, return_dict=True).pooler_output
+        if op == "video":
+            return inner.model.get_video_features(*args, return_dict=True).pooler_output
+        if op == "embed":
+            return inner.get_input_embeddings()(*args)
+        if op == "lm":
+            return inner.model.language_model(**kwargs)
+        if op == "head":
+            return inner.lm_head(*args)
+        raise ValueError(f"unknown VLMOps op {op!r}")
+
+
+def as_ops(model) -> VLMOps:
+    """``model`` itself when it is already a VLMOps, else a (parameter-sharing) VLMOps around it."""
+    return model if isinstance(model, VLMOps) else VLMOps(model)
 
 
 def _group(features: tuple[Tensor, ...] | None, per_prompt: list[int]) -> list[Tensor | None]:
@@ -123,16 +162,12 @@ def _group(features: tuple[Tensor, ...] | None, per_prompt: list[int]) -> list[T
 
 def encode_vision(model, batch: PromptBatch) -> VisionFeatures:
     """Run the vision tower ONCE over the batch's images and videos; group the output per prompt."""
-    core = _inner(model).model
+    ops = as_ops(model)
     img = vid = None
     if batch.pixel_values is not None:
-        img = core.get_image_features(
-            batch.pixel_values, batch.image_grid_thw, return_dict=True
-        ).pooler_output
+        img = ops("image", batch.pixel_values, batch.image_grid_thw)
     if batch.pixel_values_videos is not None:
-        vid = core.get_video_features(
-            batch.pixel_values_videos, batch.video_grid_thw, return_dict=True
-        ).pooler_output
+        vid = ops("video", batch.pixel_values_videos, batch.video_grid_thw)
     return VisionFeatures(_group(img, batch.images_per_prompt), _group(vid, batch.videos_per_prompt))
 
 
@@ -161,7 +196,7 @@ def rope_positions(model, input_ids, mm_token_type_ids, attention_mask, image_gr
 def embed_with_vision(model, input_ids: Tensor, feats: VisionFeatures, seq_to_prompt: Tensor) -> Tensor:
     """Token embeddings [N, L, H] with each sequence's prompt features scattered into its vision tokens."""
     inner = _inner(model)
-    embeds = inner.get_input_embeddings()(input_ids)
+    embeds = as_ops(model)("embed", input_ids)
     order = seq_to_prompt.tolist()
     for token_id, per_prompt in (
         (inner.config.image_token_id, feats.image_feats),
@@ -214,7 +249,7 @@ def completion_logprobs(
     completion_ids / completion_mask: [N, T] (right-padded). Logits are divided by ``temperature`` so
     the log-probs are those of the distribution the rollout sampled from.
     """
-    inner = _inner(model)
+    ops = as_ops(model)
     P = prompts.input_ids.shape[1]
     T = completion_ids.shape[1]
     input_ids = torch.cat([prompts.input_ids[seq_to_prompt], completion_ids], dim=1)  # [N, P+T]
@@ -225,9 +260,9 @@ def completion_logprobs(
     comp_pos = (prompts.next_position[seq_to_prompt][:, None] + steps[None]).expand(3, -1, -1)  # [3, N, T]
     position_ids = torch.cat([prompts.position_ids[:, seq_to_prompt], comp_pos], dim=2)  # [3, N, P+T]
     embeds = embed_with_vision(model, input_ids, feats, seq_to_prompt)
-    out = inner.model.language_model(inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids)
+    out = ops("lm", inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids)
     hidden = out.last_hidden_state[:, P - 1 : P + T - 1]  # [N, T, H] predicts completion tokens
-    logits = inner.lm_head(hidden)  # [N, T, V]
+    logits = ops("head", hidden)  # [N, T, V]
     if temperature != 1.0:
         logits = logits / temperature
     return selected_logprobs(logits, completion_ids)

@@ -130,5 +130,6 @@ def load_model(
 
 def vision_tower(model) -> torch.nn.Module:
     """The vision encoder of a Qwen2-VL / Qwen2.5-VL model (works through a peft wrapper too)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.model.visual
+    from mmrft.models.forward import _inner
+
+    return _inner(model).model.visual
