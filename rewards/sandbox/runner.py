@@ -1,7 +1,8 @@
 """Run the code and export its figure; the last step of a render process, after every layer is applied.
 
 ``plt.show``, ``plt.pause`` and ``plt.close`` are no-ops (nothing may block, and the figure must still
-exist to be exported); the backend is Agg. The figure exported is the current one when the code ends.
+exist to be exported), and so are ``plt.savefig`` / ``Figure.savefig`` while the code runs (a save to
+``/results/chart.pdf`` must not fail the render); the backend is Agg. The figure exported is the current one when the code ends.
 The result is one frame on the result pipe: ``{"ok", "reason", "detail", "elements", "layers"}`` plus the
 PNG as payload.
 """
@@ -32,11 +33,15 @@ def _error_line(e: BaseException) -> str:
 def execute(code: bytearray, cfg: SandboxConfig, res_fd: int, layers: list[str]) -> None:
     """Compile and run ``code``; write one result frame to ``res_fd``."""
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     plt.close("all")
+    real_savefig = Figure.savefig
     plt.show = _noop
     plt.pause = _noop
     plt.close = _noop
+    plt.savefig = _noop  # the code's own saves (to any path or format) are skipped: we save below
+    Figure.savefig = _noop
     header: dict[str, Any] = {"ok": False, "layers": layers}
     png = b""
     try:
@@ -63,6 +68,7 @@ def execute(code: bytearray, cfg: SandboxConfig, res_fd: int, layers: list[str])
             if not fignums:
                 header.update(reason="no_figure", detail="the code left no matplotlib figure")
             else:
+                Figure.savefig = real_savefig
                 png, elements = export_figure(plt.gcf(), cfg.width_px, cfg.height_px, cfg.dpi)
                 header.update(ok=True, reason="", elements=elements)
         except MemoryError as e:

@@ -108,6 +108,8 @@ def test_outcomes_are_named(pool):
         "error": "raise KeyError('boom')",
         "no_figure": "x = 1",
         "exit_after_plot": BAR + "import sys\nsys.exit(3)\n",
+        "saves_elsewhere": BAR
+        + "plt.savefig('/no/such/dir/chart.pdf', bbox_inches='tight')\nfig.savefig('x.png')\n",
         "output": "print('hello from the chart')\n" + BAR,
     }
     res = dict(zip(codes, pool.map(list(codes.values()))))
@@ -118,6 +120,7 @@ def test_outcomes_are_named(pool):
     )
     assert "KeyError: 'boom'" in res["error"].detail
     assert res["exit_after_plot"].ok  # sys.exit after drawing still exports the figure
+    assert res["saves_elsewhere"].ok and res["saves_elsewhere"].png[:4] == b"\x89PNG"  # own saves skipped
     assert res["output"].ok and "hello from the chart" in res["output"].output
 
 
