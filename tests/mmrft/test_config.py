@@ -10,7 +10,9 @@ def test_defaults_need_a_model():
 
 def test_yaml_and_dotted_overrides(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("model: {tiny: tiny}\ngrpo: {beta: 0.0, steps: 7}\nrewards: [format, {name: accuracy, weight: 2}]\n")
+    f.write_text(
+        "model: {tiny: tiny}\ngrpo: {beta: 0.0, steps: 7}\nrewards: [format, {name: accuracy, weight: 2}]\n"
+    )
     cfg = load_config(f, ["grpo.beta=0.04", "rollout.group_size=4", "train.micro_batch_size=8"])
     assert isinstance(cfg, Config)
     assert cfg.grpo.beta == 0.04 and cfg.grpo.steps == 7
@@ -28,8 +30,14 @@ def test_int_is_accepted_for_float_and_converted():
     [
         ("grpo.betta=1", "unknown config field grpo.betta; allowed: steps, beta"),
         ("grpo.beta=abc", "grpo.beta: expected float, got 'abc'"),
-        ("grpo.scale_rewards=std", "grpo.scale_rewards: 'std' is not allowed; choose from group, batch, none"),
-        ("grpo.loss_aggregation=mean", "choose from token_mean, seq_mean_token_mean, seq_mean_token_sum_norm"),
+        (
+            "grpo.scale_rewards=std",
+            "grpo.scale_rewards: 'std' is not allowed; choose from group, batch, none",
+        ),
+        (
+            "grpo.loss_aggregation=mean",
+            "choose from token_mean, seq_mean_token_mean, seq_mean_token_sum_norm",
+        ),
         ("train.micro_batch_size=12", "train.micro_batch_size=12 must be a multiple of rollout.group_size=8"),
         ("rollout.group_size=1", "rollout.group_size: must be >= 2"),
         ("nonsense", "expected key=value"),

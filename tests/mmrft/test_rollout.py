@@ -15,7 +15,9 @@ def _sample(i: int, size=(112, 112), words: int = 1) -> Sample:
     ImageDraw.Draw(im).ellipse((10 + i, 10, 60 + i, 60), fill=(200, 30, 30))
     text = " ".join(["What shape is in the image?"] * words)
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-    return Sample(id=f"rec-{i}", task="classification", prompt=prompt, images=[im], solution={"label": "circle"})
+    return Sample(
+        id=f"rec-{i}", task="classification", prompt=prompt, images=[im], solution={"label": "circle"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +67,22 @@ def test_logprobs_match_the_plain_hf_forward(loaded):
     samples = [_sample(0), _sample(1, (168, 112), words=3)]
     pb = encode_prompts(model, proc, samples, 512, CPU)
     ro = generate(model, proc, pb, 2, SamplingParams(max_new_tokens=8), seeds=[5, 6])
-    lp = completion_logprobs(model, pb, encode_vision(model, pb), ro.seq_to_prompt, ro.completion_ids,
-                             ro.completion_mask)
+    lp = completion_logprobs(
+        model, pb, encode_vision(model, pb), ro.seq_to_prompt, ro.completion_ids, ro.completion_mask
+    )
     for n in range(4):
         b = int(ro.seq_to_prompt[n])
         one = encode_prompts(model, proc, [samples[b]], 512, CPU)  # unpadded, alone
         L = int(ro.completion_mask[n].sum())
         ids = torch.cat([one.input_ids, ro.completion_ids[n : n + 1, :L]], 1)
         mm = torch.cat([one.mm_token_type_ids, torch.zeros(1, L, dtype=one.mm_token_type_ids.dtype)], 1)
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=one.pixel_values,
-                    image_grid_thw=one.image_grid_thw, mm_token_type_ids=mm)
+        out = model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pixel_values=one.pixel_values,
+            image_grid_thw=one.image_grid_thw,
+            mm_token_type_ids=mm,
+        )
         P = one.input_ids.shape[1]
         ref = torch.log_softmax(out.logits[0, P - 1 : P + L - 1].float(), -1)
         ref = ref.gather(-1, ro.completion_ids[n, :L, None]).squeeze(-1)
@@ -85,9 +93,15 @@ def test_greedy_generation_matches_hf_generate(loaded):
     model, proc = loaded.policy, loaded.processor
     pb = encode_prompts(model, proc, [_sample(0)], 512, CPU)
     ours = generate(model, proc, pb, 1, SamplingParams(max_new_tokens=10, temperature=0.0), seeds=[0])
-    theirs = model.generate(input_ids=pb.input_ids, attention_mask=pb.attention_mask, pixel_values=pb.pixel_values,
-                            image_grid_thw=pb.image_grid_thw, mm_token_type_ids=pb.mm_token_type_ids,
-                            max_new_tokens=10, do_sample=False)
+    theirs = model.generate(
+        input_ids=pb.input_ids,
+        attention_mask=pb.attention_mask,
+        pixel_values=pb.pixel_values,
+        image_grid_thw=pb.image_grid_thw,
+        mm_token_type_ids=pb.mm_token_type_ids,
+        max_new_tokens=10,
+        do_sample=False,
+    )
     L = int(ours.completion_mask[0].sum())
     assert ours.completion_ids[0, :L].tolist() == theirs[0, pb.input_ids.shape[1] :][:L].tolist()
 
@@ -125,7 +139,9 @@ def test_stops_at_im_end_and_never_emits_vision_tokens(tiny_model_dir):
 
 def test_a_prompt_too_long_names_the_record(loaded):
     s = _sample(3, words=40)
-    with pytest.raises(ValueError, match=r"record 'rec-3': prompt is \d+ tokens .* rollout.max_prompt_length=64"):
+    with pytest.raises(
+        ValueError, match=r"record 'rec-3': prompt is \d+ tokens .* rollout.max_prompt_length=64"
+    ):
         encode_prompts(loaded.policy, loaded.processor, [s], 64, CPU)
 
 

@@ -49,8 +49,9 @@ def test_three_steps_move_every_trainable_parameter_and_no_frozen_one(tmp_path, 
 
 
 def test_sft_lowers_answer_loss(tmp_path, shapes_dir, tiny_model_dir):
-    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "sft.steps=8", "sft.batch_size=8", "sft.lr=3e-3",
-               "grpo.steps=0")
+    cfg = _cfg(
+        tmp_path, shapes_dir, tiny_model_dir, "sft.steps=8", "sft.batch_size=8", "sft.lr=3e-3", "grpo.steps=0"
+    )
     train(cfg)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r["stage"] == "sft"]
@@ -58,7 +59,13 @@ def test_sft_lowers_answer_loss(tmp_path, shapes_dir, tiny_model_dir):
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path, shapes_dir, tiny_model_dir):
-    common = ["sft.steps=2", "sft.batch_size=4", "grpo.steps=3", "train.save_every=1", "grpo.num_iterations=2"]
+    common = [
+        "sft.steps=2",
+        "sft.batch_size=4",
+        "grpo.steps=3",
+        "train.save_every=1",
+        "grpo.num_iterations=2",
+    ]
     full = _cfg(tmp_path / "a", shapes_dir, tiny_model_dir, *common)
     ta = Trainer(full)
     ta.run()
@@ -92,5 +99,7 @@ def test_missing_image_names_the_record(tmp_path, shapes_dir, tiny_model_dir):
 
 def test_unknown_reward_lists_the_available_ones(tmp_path, shapes_dir, tiny_model_dir):
     cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "rewards=[acuracy]")
-    with pytest.raises(ValueError, match=r"rewards\[0\].name: unknown reward 'acuracy'; available: .*accuracy"):
+    with pytest.raises(
+        ValueError, match=r"rewards\[0\].name: unknown reward 'acuracy'; available: .*accuracy"
+    ):
         Trainer(cfg)
