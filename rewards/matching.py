@@ -31,7 +31,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from rewards.geometry import pad_boxes, pairwise_iou
+from rewards.geometry import pad_boxes, paired_iou
 
 MODES = ("mean_iou", "f1")
 PredBox = tuple[float, float, float, float, int, float]  # x1, y1, x2, y2, label_id, confidence
@@ -59,10 +59,14 @@ def _assign(weights: Tensor) -> Tensor:
     positive-weight pairs. Items whose rows (or columns) have distinct best entries take them (exact,
     see :func:`_best_is_distinct`); the rest go to scipy's Hungarian solver one by one.
     """
-    by_row, rows_ok = _best_is_distinct(weights, dim=2)  # [B, N, M], [B]
-    by_col, cols_ok = _best_is_distinct(weights, dim=1)
-    assigned = torch.where(rows_ok[:, None, None], by_row, by_col & cols_ok[:, None, None])
-    conflict = ~(rows_ok | cols_ok)  # [B]
+    assigned, rows_ok = _best_is_distinct(weights, dim=2)  # [B, N, M], [B]
+    assigned &= rows_ok[:, None, None]
+    conflict = ~rows_ok  # [B]
+    if conflict.any():  # try the columns' best entries where the rows' collide
+        rest = conflict.nonzero().flatten()
+        by_col, cols_ok = _best_is_distinct(weights[rest], dim=1)
+        assigned[rest] = by_col & cols_ok[:, None, None]
+        conflict[rest[cols_ok]] = False
     hard = conflict.nonzero().flatten()
     if hard.numel():
         w_np = np.ascontiguousarray(weights[hard].cpu().numpy())  # [H, N, M]
@@ -77,6 +81,19 @@ def _assign(weights: Tensor) -> Tensor:
         c_idx = torch.from_numpy(cols[keep]).to(weights.device)
         assigned[b_idx, r_idx, c_idx] = True
     return assigned
+
+
+def _sparse_iou(a: Tensor, b: Tensor, pairs: Tensor) -> Tensor:
+    """IoU of ``a[b, i]`` with ``b[b, j]`` only where ``pairs[b, i, j]`` (0 elsewhere).
+
+    a: [B, N, 4], b: [B, M, 4], pairs: [B, N, M] bool. Returns [B, N, M] float64. Labels rule out most
+    pairs, so this gathers the few candidates instead of computing the dense matrix.
+    """
+    bi, ii, jj = pairs.nonzero(as_tuple=True)  # [K] each
+    out = torch.zeros(pairs.shape, dtype=torch.float64, device=pairs.device)
+    if bi.numel():
+        out[bi, ii, jj] = paired_iou(a[bi, ii], b[bi, jj])  # [K]
+    return out
 
 
 class BadGroundTruth(ValueError):
@@ -131,17 +148,16 @@ def score_detections(
     agn = torch.as_tensor(list(agnostic), dtype=torch.bool, device=device)[:, None, None]  # [B, 1, 1]
 
     # 1. duplicates: dropped if an earlier same-label prediction overlaps it above dedup_iou
-    pp = pairwise_iou(pb[..., :4], pb[..., :4])  # [B, N, N]
-    same = agn | (plab[:, :, None] == plab[:, None, :])  # [B, N, N]
     earlier = torch.ones(n, n, dtype=torch.bool, device=device).triu(diagonal=1)  # [j, i]: j < i
-    dup = ((pp > dedup_iou) & same & earlier & pmask[:, :, None]).any(dim=1) & pmask  # [B, N]
+    same = (agn | (plab[:, :, None] == plab[:, None, :])) & earlier & pmask[:, :, None] & pmask[:, None, :]
+    pp = _sparse_iou(pb[..., :4], pb[..., :4], same)  # [B, N, N], 0 outside same-label earlier pairs
+    dup = (pp > dedup_iou).any(dim=1)  # [B, N]
     keep = pmask & ~dup  # [B, N]
 
     # 2. matching over the full IoU matrix, labels agreeing unless agnostic
-    iou = pairwise_iou(pb[..., :4], gb[..., :4])  # [B, N, M]
     label_ok = agn | ((plab[:, :, None] == glab[:, None, :]) & (plab[:, :, None] >= 0))
     valid = label_ok & keep[:, :, None] & gmask[:, None, :]  # [B, N, M]
-    iou = torch.where(valid, iou, torch.zeros_like(iou))
+    iou = _sparse_iou(pb[..., :4], gb[..., :4], valid)  # [B, N, M], 0 where labels differ
     hit = iou >= iou_threshold  # [B, N, M]
     weights = iou if mode == "mean_iou" else torch.where(hit & valid, 1.0 + _TIE * iou, torch.zeros_like(iou))
     matched = _assign(weights)  # [B, N, M]
