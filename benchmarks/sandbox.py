@@ -10,6 +10,9 @@ Renders a synthetic chart set (``data_pipelines.synthetic.charts.chart_code``: b
 - ``sandbox auto``: the warm pool with every layer this machine allows (namespaces, uid, Landlock, seccomp);
 - ``chart_render``: the reward end to end (candidate render + element and SSIM scoring; references cached).
 
+``empty ms`` is the median wall time of a run of ``x = 1`` (one at a time): the sandbox's own cost per run
+(fork, isolation, teardown), without matplotlib work.
+
 Prints a table and writes ``benchmarks/results/sandbox.json``. The machine's load average is recorded with
 the numbers: on a shared 2-core machine they move with it.
 """
@@ -80,10 +83,12 @@ def pool_run(codes: list[str], cfg: SandboxConfig) -> dict:
     t0 = time.perf_counter()
     results = pool.map(codes)
     total = time.perf_counter() - t0
+    # per-run cost of the sandbox itself: fork, isolation, an empty program, teardown (one at a time)
+    empty = [pool.run("x = 1").wall_s for _ in range(20)]
     pool.close()
     assert all(r.ok for r in results), [r.detail for r in results if not r.ok][:3]
     return {"seconds": total, "start_s": start_s, "render_ms": 1000 * float(np.mean([r.wall_s for r in results])),
-            "layers": layers}  # fmt: skip
+            "empty_run_ms": 1000 * float(np.median(empty)), "layers": layers}  # fmt: skip
 
 
 def main() -> None:
@@ -126,16 +131,17 @@ def main() -> None:
         "rows": rows,
         "sandbox_vs_bare_subprocess_ms_per_render": 1000 * (auto - bare),
         "isolation_layers_ms_per_render": 1000 * (auto - minimal),
+        "empty_run_ms": {k: rows[k]["empty_run_ms"] for k in ("sandbox minimal", "sandbox auto")},
     }
     print(
         f"{len(codes)} synthetic charts, 2 workers, {os.cpu_count()} CPUs, load {summary['load_average_1m']:.1f}"
     )
-    print(f"{'method':18s} {'renders/s':>10s} {'ms/render':>10s} {'start s':>8s}  layers")
+    print(f"{'method':18s} {'renders/s':>10s} {'ms/render':>10s} {'empty ms':>9s} {'start s':>8s}  layers")
     for name, row in rows.items():
         start = f"{row['start_s']:.2f}" if "start_s" in row else "-"
-        print(
-            f"{name:18s} {row['renders_per_s']:10.1f} {row['render_ms']:10.1f} {start:>8s}  {', '.join(row['layers'])}"
-        )
+        empty = f"{row['empty_run_ms']:.1f}" if "empty_run_ms" in row else "-"
+        print(f"{name:18s} {row['renders_per_s']:10.1f} {row['render_ms']:10.1f} {empty:>9s} {start:>8s}  "
+              f"{', '.join(row['layers'])}")  # fmt: skip
     print(f"sandbox (auto) minus bare subprocess: {summary['sandbox_vs_bare_subprocess_ms_per_render']:+.1f} ms per "
           f"render (wall, 2 in parallel); isolation layers over the floor: "
           f"{summary['isolation_layers_ms_per_render']:+.1f} ms")  # fmt: skip
