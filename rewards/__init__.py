@@ -5,5 +5,6 @@
 """
 
 from rewards.registry import ENTRY_POINT_GROUP, RewardFn, available, get, register_reward
+from rewards.result import Scores
 
-__all__ = ["ENTRY_POINT_GROUP", "RewardFn", "available", "get", "register_reward"]
+__all__ = ["ENTRY_POINT_GROUP", "RewardFn", "Scores", "available", "get", "register_reward"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rewards.columns import completion_text, solutions
+from rewards.columns import column, completion_text, solutions
 from rewards.parsing import extract_answer, normalize_label, synonym_table
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
@@ -115,10 +115,16 @@ def accuracy(
     table = synonym_table(synonyms)
     counter = MetricCounter("parse_fail")
     out: list[float | None] = []
-    for completion, sol in zip(completions, sols):
+    ids = column(columns, "id", n)
+    for i, (completion, sol) in enumerate(zip(completions, sols)):
         if sol.get("label") is None:
             out.append(None)
             continue
+        if (sol.get("answer_format") or "label") not in ANSWER_FORMATS:
+            raise ValueError(
+                f"accuracy: record {ids[i]!r}: solution answer_format must be one of {ANSWER_FORMATS}, "
+                f"got {sol.get('answer_format')!r}"
+            )
         answer = extract_answer(completion_text(completion))
         if not answer.ok:
             counter.add("parse_fail")

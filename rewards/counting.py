@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rewards.columns import completion_text, solutions
+from rewards.columns import column, completion_text, solutions
 from rewards.parsing import extract_answer, find_number_words, find_numbers, loads_json
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
@@ -61,11 +61,16 @@ def counting(completions: list, relative_error_credit: bool = False, **columns: 
     sols = solutions(columns, n)
     counter = MetricCounter("parse_fail", "ambiguous")
     out: list[float | None] = []
-    for completion, sol in zip(completions, sols):
+    ids = column(columns, "id", n)
+    for i, (completion, sol) in enumerate(zip(completions, sols)):
         gt = sol.get("count")
-        if gt is None or isinstance(gt, bool):
+        if gt is None:
             out.append(None)
             continue
+        if isinstance(gt, bool) or not isinstance(gt, (int, float)) or gt != int(gt) or gt < 0:
+            raise ValueError(
+                f"counting: record {ids[i]!r}: solution count must be a non-negative integer, got {gt!r}"
+            )
         gt = int(gt)
         answer = extract_answer(completion_text(completion))
         parsed = parse_count(answer.text)

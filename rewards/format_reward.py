@@ -86,7 +86,7 @@ def json_shape_ok(value: Any, shape: str) -> bool:
     raise ValueError(f"format: json_shape must be one of {JSON_SHAPES}, got {shape!r}")
 
 
-def auto_shape(solution: dict[str, Any], task: Any) -> str:
+def auto_shape(solution: dict[str, Any]) -> str:
     """The JSON shape a record's answer should have, from its solution keys (``any`` if unknown)."""
     if solution.get("box") is not None:
         return "box"
@@ -115,7 +115,6 @@ def format_reward(
     n = len(completions)
     counter = MetricCounter("malformed")
     sols = solutions(columns, n) if structure == "json" else [{}] * n
-    tasks = columns.get("task") or [None] * n
     out: list[float | None] = []
     for i, completion in enumerate(completions):
         text = strip_template_tokens(completion_text(completion))
@@ -128,11 +127,7 @@ def format_reward(
         else:
             answer = extract_answer(text)
             parsed, value = loads_json(answer.text) if answer.ok else (False, None)
-            shape = (
-                auto_shape(sols[i], tasks[i] if i < len(tasks) else None)
-                if json_shape == "auto"
-                else json_shape
-            )
+            shape = auto_shape(sols[i]) if json_shape == "auto" else json_shape
             ok = parsed and json_shape_ok(value, shape)
         counter.add("malformed", not ok)
         out.append(1.0 if ok else 0.0)

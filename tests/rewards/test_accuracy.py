@@ -94,3 +94,8 @@ def test_parse_failures_reported_as_metric():
 
 def test_solution_json_string_column():
     assert acc(["cat"], solution=['{"label": "cat"}']) == [1.0]
+
+
+def test_bad_answer_format_names_the_record():
+    with pytest.raises(ValueError, match="record 'c1': solution answer_format must be one of"):
+        acc(["A"], solution=[{"label": "cat", "answer_format": "roman"}], id=["c1"])

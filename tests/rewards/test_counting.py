@@ -47,3 +47,8 @@ def test_not_applicable_and_metrics():
     out = count(["3", "3", "3 or 4"], solution=[{"label": "x"}, {"count": 3}, {"count": 3}])
     assert out == [None, 1.0, 0.0]
     assert out.metrics["ambiguous"] == 1.0
+
+
+def test_bad_count_names_the_record():
+    with pytest.raises(ValueError, match="record 'n1': solution count must be a non-negative integer"):
+        count(["3"], solution=[{"count": 2.5}], id=["n1"])
