@@ -3,9 +3,9 @@
 This proves the compatibility claim: no wrapper, no adapter; TRL's conversational completions,
 its extra kwargs (``trainer_state``, ``log_metric``, ...), dataset columns unified by ``datasets``
 (absent solution keys arrive as None), None for records a reward does not apply to, and our
-``Scores`` list subclass all work. (The random tiny model writes junk, which every reward scores 0 by
-design, so the advantages and the update are zero here: this test is about the interface; the
-lead's trainer tests cover parameter movement.)
+``Scores`` list subclass all work. The random tiny model writes junk, which every mmrft reward
+scores 0 by design, so a length bonus rides along to give the groups reward variance and the update
+a non-zero gradient.
 """
 
 import pytest
@@ -51,6 +51,7 @@ def test_grpo_trainer_trains_two_steps_with_mmrft_rewards(tmp_path):
     model_dir = build_tiny(tmp_path / "tiny", seed=0)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(model_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     calls = []
 
@@ -63,7 +64,11 @@ def test_grpo_trainer_trains_two_steps_with_mmrft_rewards(tmp_path):
         wrapped.__name__ = fn.__name__
         return wrapped
 
-    reward_funcs = [spy(rewards.get(name)) for name in ("format", "accuracy", "iou")]
+    def length_bonus(completions, **kwargs):
+        """Junk from a random model scores 0 on every mmrft reward; this gives the groups variance."""
+        return [min(len(c[0]["content"]), 40) / 40 for c in completions]
+
+    reward_funcs = [spy(rewards.get(name)) for name in ("format", "accuracy", "iou")] + [length_bonus]
     args = GRPOConfig(
         output_dir=str(tmp_path / "out"),
         max_steps=2,
@@ -103,5 +108,8 @@ def test_grpo_trainer_trains_two_steps_with_mmrft_rewards(tmp_path):
     # its log_metric hook
     assert {"rewards/format/mean", "rewards/accuracy/mean", "rewards/iou/mean"} <= logged
     assert {"rewards/format/malformed", "rewards/accuracy/parse_fail", "rewards/iou/parse_fail"} <= logged
-    first = trainer.state.log_history[0]
-    assert first["loss"] == first["loss"]  # a finite loss was computed from our rewards (NaN != NaN)
+    # the summed reward (ours plus the length bonus) had variance, so the policy moved
+    changed = [
+        n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
+    ]
+    assert changed, "no parameter moved in two GRPO steps"
