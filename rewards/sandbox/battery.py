@@ -163,6 +163,16 @@ CASES = (
         harmless=False,
     ),
     Case(
+        "starve_others",
+        "renices every process of its uid, and lowers its parent's open-file limit",
+        "import os, resource\nfor call in (lambda: os.setpriority(os.PRIO_USER, 0, 19),\n"
+        "             lambda: resource.prlimit(os.getppid() or 1, resource.RLIMIT_NOFILE, (8, 8))):\n"
+        "    try:\n        call()\n    except OSError:\n        pass\n" + _PROBE_END,
+        ("no_figure",),
+        needs=("namespaces", "seccomp", "uid"),
+        harmless=False,
+    ),
+    Case(
         "kill_everything",
         "signals every process it can (kill(-1)), its parent and its process group",
         "import os, signal\nfor pid in (-1, os.getppid()):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
@@ -264,6 +274,10 @@ def run_battery(
         )
         runnable.append((case, canary, code))
     before = {canary: _snapshot(canary) for _, canary, _ in runnable}
+    import resource
+
+    nice_before = os.getpriority(os.PRIO_PROCESS, 0)
+    limits_before = {w.proc.pid: resource.prlimit(w.proc.pid, resource.RLIMIT_NOFILE) for w in pool._all}
     tmp_before = set(os.listdir("/tmp"))
     worker_pids = {w.proc.pid for w in pool._all}
     futures = [pool.submit(code) for _, _, code in runnable]
@@ -281,6 +295,11 @@ def run_battery(
     listener.close()
     holder.kill()
     holder.wait()
+    starved = os.getpriority(os.PRIO_PROCESS, 0) != nice_before or any(
+        resource.prlimit(pid, resource.RLIMIT_NOFILE) != lim
+        for pid, lim in limits_before.items()
+        if os.path.exists(f"/proc/{pid}")
+    )
     new_tmp = [n for n in set(os.listdir("/tmp")) - tmp_before if "pwned" in n]
     new_site = [n for n in os.listdir(site) if n.startswith("mmrft-pwned-")]
     for (case, canary, _), r in zip(runnable, results):
@@ -304,6 +323,8 @@ def run_battery(
             problems.append(f"files created in /tmp or site-packages: {new_tmp + new_site}")
         if case.name == "network" and connections:
             problems.append(f"{connections} TCP connection(s) reached the host")
+        if case.name == "starve_others" and starved:
+            problems.append("the priority or limits of processes outside the sandbox changed")
         if case.name == "fork_bomb" and stray:
             problems.append(f"{len(stray)} process(es) outlived the render")
         reports.append(CaseReport(case.name, case.threat, True, not problems, r.reason, r.wall_s, problems))

@@ -2,8 +2,8 @@
 
 The filter is a deny list on top of the other layers: every syscall is allowed except those a chart
 render never needs and an escape would (network sockets, exec, new processes, ptrace, mounts, new
-namespaces, kernel modules, keyrings, BPF, io_uring, privilege and ownership/mode changes, signals to
-other processes).
+namespaces, kernel modules, keyrings, BPF, io_uring, privilege and ownership/mode changes, signals,
+limits, priorities and CPU affinity of other processes).
 Denied calls fail with EPERM (``PermissionError`` in Python) instead of killing the process, so the code
 sees an ordinary error. A foreign ABI (i386 or x32 on x86_64) kills the process. Only x86_64 and aarch64
 are known; elsewhere :func:`available` is False and the other layers stand alone.
@@ -47,6 +47,8 @@ DENIED = (
     "setgroups", "setsid", "setpgid", "sethostname", "setdomainname", "settimeofday", "clock_settime",
     "adjtimex", "vhangup", "iopl", "ioperm",
     "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "setpriority", "sched_setparam", "sched_setscheduler", "sched_setattr", "ioprio_set",
+    "migrate_pages", "move_pages", "kcmp",
 )  # fmt: skip
 
 _X86_64 = {
@@ -66,7 +68,9 @@ _X86_64 = {
     "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "pidfd_getfd": 438,
     "mount_setattr": 442, "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94,
-    "fchownat": 260, "fchmodat": 268, "fchmodat2": 452,
+    "fchownat": 260, "fchmodat": 268, "fchmodat2": 452, "setpriority": 141, "sched_setparam": 142,
+    "sched_setscheduler": 144, "sched_setaffinity": 203, "ioprio_set": 251, "migrate_pages": 256,
+    "move_pages": 279, "prlimit64": 302, "kcmp": 312, "sched_setattr": 314,
 }  # fmt: skip
 _AARCH64 = {
     "mknodat": 33, "umount2": 39, "mount": 40, "pivot_root": 41, "chroot": 51, "vhangup": 58,
@@ -84,7 +88,9 @@ _AARCH64 = {
     "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "clone3": 435, "pidfd_getfd": 438, "mount_setattr": 442, "fchmod": 52, "fchmodat": 53,
-    "fchownat": 54, "fchown": 55, "fchmodat2": 452,
+    "fchownat": 54, "fchown": 55, "fchmodat2": 452, "ioprio_set": 30, "sched_setparam": 118,
+    "sched_setscheduler": 119, "sched_setaffinity": 122, "setpriority": 140, "migrate_pages": 238,
+    "move_pages": 239, "prlimit64": 261, "kcmp": 272, "sched_setattr": 274,
 }  # fmt: skip
 # (AUDIT_ARCH value, syscall table, first number of a foreign ABI sharing the arch value or None)
 _ARCHES = {"x86_64": (0xC000003E, _X86_64, 0x40000000), "aarch64": (0xC00000B7, _AARCH64, None)}
@@ -103,7 +109,7 @@ def build_filter(own_pid: int, machine: str | None = None) -> bytes:
     """The BPF program (packed ``struct sock_filter`` array) for ``machine`` (default: this one).
 
     Process creation is allowed only as a thread (``clone`` with CLONE_THREAD); ``kill``/``tgkill``/
-    ``tkill`` only towards ``own_pid`` (or ``kill(0, sig)``, the caller's own process group).
+    ``tkill``, ``prlimit64`` and ``sched_setaffinity`` only towards ``own_pid`` (or pid 0).
     """
     audit_arch, table, foreign = _ARCHES[machine or platform.machine()]
     deny = RET_ERRNO | errno.EPERM
@@ -124,15 +130,17 @@ def build_filter(own_pid: int, machine: str | None = None) -> bytes:
         _ins(_RET_K, RET_ALLOW),
         _ins(_RET_K, deny),
     ]
-    # kill(pid, sig): only ourselves or our own process group (pid 0).
-    prog += [
-        _ins(_JEQ_K, table["kill"], 0, 5),
-        _ins(_LD_W_ABS, _OFF_ARG0),
-        _ins(_JEQ_K, own_pid, 2, 0),
-        _ins(_JEQ_K, 0, 1, 0),
-        _ins(_RET_K, deny),
-        _ins(_RET_K, RET_ALLOW),
-    ]
+    # kill(pid, sig), prlimit64(pid, ...), sched_setaffinity(pid, ...): only ourselves (or pid 0: for kill
+    # our own process group, for the others the caller) - never the trainer's limits, CPUs or processes.
+    for name in ("kill", "prlimit64", "sched_setaffinity"):
+        prog += [
+            _ins(_JEQ_K, table[name], 0, 5),
+            _ins(_LD_W_ABS, _OFF_ARG0),
+            _ins(_JEQ_K, own_pid, 2, 0),
+            _ins(_JEQ_K, 0, 1, 0),
+            _ins(_RET_K, deny),
+            _ins(_RET_K, RET_ALLOW),
+        ]
     # tgkill(tgid, tid, sig) and tkill(tid, sig): only our own thread group.
     for name in ("tgkill", "tkill"):
         prog += [
