@@ -126,7 +126,12 @@ def make_box(
         lab = str(label)
     else:
         lab = None
-    conf = None if score is None else _number(score)
+    if score is None:
+        conf = None
+    elif type(score) is float and isfinite(score):
+        conf = score
+    else:
+        conf = _number(score)
     if conf is not None:
         conf = 0.0 if conf < 0.0 else 1.0 if conf > 1.0 else conf
     return Box(x1, y1, x2, y2, lab, conf, True), fixed
@@ -145,7 +150,7 @@ def _entries(value: Any, limit: int) -> list[tuple[Any, Any, Any]] | None:
         return []
     if isinstance(value, dict):
         if any(k in value for k in BOX_KEYS):
-            return [(_first(value, BOX_KEYS), _first(value, LABEL_KEYS), _first(value, SCORE_KEYS))]
+            return [_dict_entry(value)]
         for k in ("boxes", "objects", "detections"):
             if isinstance(value.get(k), list):
                 return _entries(value[k], limit)
@@ -157,10 +162,18 @@ def _entries(value: Any, limit: int) -> list[tuple[Any, Any, Any]] | None:
     out = []
     for item in value[: limit + 1]:
         if isinstance(item, dict):
-            out.append((_first(item, BOX_KEYS), _first(item, LABEL_KEYS), _first(item, SCORE_KEYS)))
+            out.append(_dict_entry(item))
         else:  # a bare coordinate list, or junk that counts as an invalid box
             out.append((item, None, None))
     return out
+
+
+def _dict_entry(item: dict) -> tuple[Any, Any, Any]:
+    """(coords, label, score) of one object; Qwen's own keys first (the common case), then synonyms."""
+    coords = item["bbox_2d"] if "bbox_2d" in item else _first(item, BOX_KEYS)
+    label = item["label"] if "label" in item else _first(item, LABEL_KEYS)
+    score = item["score"] if "score" in item else _first(item, SCORE_KEYS)
+    return coords, label, score
 
 
 def _text_entries(text: str, limit: int) -> list[tuple[Any, Any, Any]]:

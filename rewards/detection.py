@@ -134,19 +134,18 @@ def detection(
         if not parsed.ok:
             counter.add("too_many_boxes" if parsed.failure == "too_many_boxes" else "parse_fail")
             continue
+        row = [
+            (b.x1, b.y1, b.x2, b.y2, label_id(b.label), 1.0 if b.score is None else b.score)
+            for b in canonical_order(parsed.boxes)
+        ]
         counter.add("invalid_box", parsed.invalid)
         counter.add("fixed_box", parsed.fixed)
-        counter.add("unlabeled_box", sum(b.valid and b.label is None for b in parsed.boxes))
+        counter.add("unlabeled_box", sum(r[4] < 0 for r in row) - parsed.invalid)
         idx.append(i)
         frames.append(frame)
         agnostic.append(gt_labels is None)
         gts.append(gt_row)
-        preds.append(
-            [
-                (b.x1, b.y1, b.x2, b.y2, label_id(b.label), 1.0 if b.score is None else b.score)
-                for b in canonical_order(parsed.boxes)
-            ]
-        )
+        preds.append(row)
     if idx:
         dev = resolve_device(device)
         try:
