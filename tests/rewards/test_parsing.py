@@ -152,3 +152,18 @@ def test_frame_size():
     assert frame_size("pixel", (640, 480)) == (640.0, 480.0)
     assert frame_size("pixel", None) is None
     assert frame_size(None, (math.nan, 3)) is None
+
+
+def test_column_helpers_tolerate_missing_short_and_scalar_columns():
+    from rewards.columns import column, solutions
+
+    assert column({}, "task", 2) == [None, None]
+    assert column({"task": ["a"]}, "task", 3) == ["a", None, None]  # too short: padded
+    assert column({"coord_space": "pixel"}, "coord_space", 2) == ["pixel", "pixel"]  # scalar broadcast
+    assert solutions({"solution": [{"label": "x"}, None, '{"count": 2}', "not json", 5]}, 5) == [
+        {"label": "x"},
+        {},
+        {"count": 2},
+        {},
+        {},
+    ]
