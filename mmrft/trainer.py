@@ -270,7 +270,14 @@ class Trainer:
             seqs = seqs_of(chunk)
             feats = encode_vision(model, sub)
             return completion_logprobs(
-                model, sub, feats, s2p, ro.completion_ids[seqs], ro.completion_mask[seqs], temperature
+                model,
+                sub,
+                feats,
+                s2p,
+                ro.completion_ids[seqs],
+                ro.completion_mask[seqs],
+                temperature,
+                share_prefix=not cfg.model.gradient_checkpointing,
             )
 
         ref_lp, old_lp = {}, {}

@@ -242,26 +242,49 @@ def completion_logprobs(
     completion_ids: Tensor,
     completion_mask: Tensor,
     temperature: float = 1.0,
+    share_prefix: bool = True,
 ) -> Tensor:
     """Log-probs [N, T] of the completion tokens under ``model`` (grad flows if enabled).
 
     seq_to_prompt: [N] which prompt of ``prompts`` each sequence continues.
     completion_ids / completion_mask: [N, T] (right-padded). Logits are divided by ``temperature`` so
     the log-probs are those of the distribution the rollout sampled from.
+    share_prefix: run each prompt ONCE (B sequences), copy its key/value cache to its G completions
+    inside the autograd graph, then run only the completion tokens (N x T): exact, and the prompt's
+    compute is not repeated G times. False runs the N full sequences (needed with gradient
+    checkpointing, which cannot carry a cache).
     """
     ops = as_ops(model)
-    P = prompts.input_ids.shape[1]
     T = completion_ids.shape[1]
-    input_ids = torch.cat([prompts.input_ids[seq_to_prompt], completion_ids], dim=1)  # [N, P+T]
+    steps = torch.arange(T, device=completion_ids.device)
+    comp_pos = (prompts.next_position[seq_to_prompt][:, None] + steps[None]).expand(3, -1, -1)  # [3, N, T]
     attn = torch.cat(
         [prompts.attention_mask[seq_to_prompt], completion_mask.to(prompts.attention_mask.dtype)], 1
-    )
-    steps = torch.arange(T, device=input_ids.device)
-    comp_pos = (prompts.next_position[seq_to_prompt][:, None] + steps[None]).expand(3, -1, -1)  # [3, N, T]
-    position_ids = torch.cat([prompts.position_ids[:, seq_to_prompt], comp_pos], dim=2)  # [3, N, P+T]
-    embeds = embed_with_vision(model, input_ids, feats, seq_to_prompt)
-    out = ops("lm", inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids)
-    hidden = out.last_hidden_state[:, P - 1 : P + T - 1]  # [N, T, H] predicts completion tokens
+    )  # [N, P+T]
+    if share_prefix:
+        B = prompts.size
+        prompt_embeds = embed_with_vision(
+            model, prompts.input_ids, feats, torch.arange(B, device=steps.device)
+        )
+        pre = ops("lm", inputs_embeds=prompt_embeds, attention_mask=prompts.attention_mask,
+                  position_ids=prompts.position_ids, use_cache=True)  # fmt: skip
+        cache = pre.cache if hasattr(pre, "cache") else pre.past_key_values
+        cache.batch_select_indices(seq_to_prompt)  # [B] -> [N], differentiable indexing
+        comp_embeds = ops("embed", completion_ids[:, :-1])  # token t predicts token t+1
+        first = pre.last_hidden_state[seq_to_prompt, -1:]  # [N, 1, H] predicts completion token 0
+        if T > 1:
+            out = ops("lm", inputs_embeds=comp_embeds, attention_mask=attn[:, :-1], position_ids=comp_pos[:, :, :-1],
+                      cache=cache, use_cache=True)  # fmt: skip
+            hidden = torch.cat([first, out.last_hidden_state], dim=1)  # [N, T, H]
+        else:
+            hidden = first
+    else:
+        P = prompts.input_ids.shape[1]
+        input_ids = torch.cat([prompts.input_ids[seq_to_prompt], completion_ids], dim=1)  # [N, P+T]
+        position_ids = torch.cat([prompts.position_ids[:, seq_to_prompt], comp_pos], dim=2)  # [3, N, P+T]
+        embeds = embed_with_vision(model, input_ids, feats, seq_to_prompt)
+        out = ops("lm", inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids)
+        hidden = out.last_hidden_state[:, P - 1 : P + T - 1]  # [N, T, H] predicts completion tokens
     logits = ops("head", hidden)  # [N, T, V]
     if temperature != 1.0:
         logits = logits / temperature

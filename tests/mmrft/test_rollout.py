@@ -152,3 +152,24 @@ def test_selected_logprobs_half_precision_matches_fp32():
     ref = torch.log_softmax(logits, -1).gather(-1, tokens[..., None]).squeeze(-1)
     torch.testing.assert_close(selected_logprobs(logits, tokens), ref)
     torch.testing.assert_close(selected_logprobs(logits.bfloat16(), tokens), ref, atol=0.05, rtol=0)
+
+
+def test_shared_prefix_forward_equals_full_sequences_with_gradients(tiny_model_dir):
+    """The prompt run once and its cache copied to G completions gives the same log-probs and grads."""
+    lm = load_model(tiny_model_dir, device=CPU)
+    model, proc = lm.policy, lm.processor
+    pb = encode_prompts(model, proc, [_sample(0), _sample(1, (168, 112), words=3)], 512, CPU)
+    ro = generate(model, proc, pb, 3, SamplingParams(max_new_tokens=7), seeds=[1, 2])
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        lp = completion_logprobs(model, pb, encode_vision(model, pb), ro.seq_to_prompt, ro.completion_ids,
+                                 ro.completion_mask, share_prefix=share)  # fmt: skip
+        (lp * ro.completion_mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((lp.detach() * ro.completion_mask, grads))
+    (lp_full, g_full), (lp_shared, g_shared) = results
+    torch.testing.assert_close(lp_shared, lp_full, atol=1e-5, rtol=0)
+    assert g_full.keys() == g_shared.keys() and any(".visual." in n for n in g_full)
+    for n in g_full:
+        torch.testing.assert_close(g_shared[n], g_full[n], atol=1e-4, rtol=1e-3, msg=n)
