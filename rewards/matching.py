@@ -8,8 +8,10 @@ boxes ``(x1, y1, x2, y2, label_id)``. ``label_id`` -1 is "no label"; ``agnostic`
    overlaps it with IoU > ``dedup_iou``. Dropped boxes neither help nor hurt.
 2. One-to-one matching over the full N x M IoU matrix (labels must agree unless agnostic), maximising
    the total IoU (``mode="mean_iou"``) or the number of pairs with IoU >= ``iou_threshold``
-   (``mode="f1"``): the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``). Samples whose
-   positive entries share no row or column are matched directly on the tensor (that is the optimum).
+   (``mode="f1"``, ties broken by IoU). Items where every row's (or every column's) best entry is
+   in a different column (row) take those entries directly on the tensor -- that reaches the upper
+   bound, so it is the optimum; the rest (a few percent) go to the Hungarian algorithm
+   (``scipy.optimize.linear_sum_assignment``), one item at a time.
 3. Geometry score, symmetric in false positives and misses:
    ``mean_iou = sum(IoU of matches) / max(N_pred, N_gt)``, ``f1 = 2 TP / (N_pred + N_gt)`` where a TP
    is a match with IoU >= ``iou_threshold``.
