@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import socket
 import string
 import subprocess
@@ -141,6 +142,12 @@ CASES = (
         "writes a file larger than the file-size limit",
         "with open('big.bin', 'wb') as f:\n    for i in range(64):\n        f.write(b'x' * (1 << 20))\n",
         ("error",),
+    ),
+    Case(
+        "fill_disk",
+        "fills the disk with many files under the size limit (bounded at 1 GiB)",
+        "for i in range(128):\n    with open(f'fill{i}.bin', 'wb') as f:\n        f.write(b'x' * (8 << 20))\n",
+        ("error", "output_limit"),
     ),
     Case(
         "many_files",
@@ -334,6 +341,7 @@ def run_battery(
         os.unlink(os.path.join(site, name))
     if os.environ.get(SECRET_ENV) == token and token.startswith("tok"):
         del os.environ[SECRET_ENV]
+    shutil.rmtree(work, ignore_errors=True)
     order = {c.name: i for i, c in enumerate(cases)}
     return sorted(reports, key=lambda rep: order[rep.name])
 

@@ -47,6 +47,7 @@ def _worker_env(home: str) -> dict[str, str]:
         "MKL_NUM_THREADS": "1",
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "TMPDIR": home,  # the workers' own dirs live in the pool's, removed with it even after SIGKILL
     }
     return env
 
@@ -162,6 +163,7 @@ class SandboxPool:
     def __init__(self, cfg: SandboxConfig | None = None):
         self.cfg = cfg or SandboxConfig()
         self._home = tempfile.mkdtemp(prefix="mmrft-sandbox-pool-")
+        os.chmod(self._home, 0o711)  # a render's uid may traverse to its scratch dir, not list the pool's
         _seed_font_cache(os.path.join(self._home, "mpl"))
         self._free: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []

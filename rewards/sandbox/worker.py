@@ -36,12 +36,39 @@ _PRELOAD = (
 )  # fmt: skip
 
 
-def _supervise(pid: int, out_r: int, res_r: int, cfg: SandboxConfig, t0: float) -> dict[str, Any]:
+def _disk_usage(path: str, max_entries: int = 4096) -> tuple[int, int]:
+    """(bytes allocated, entries) under ``path``, stopping once ``max_entries`` entries were seen."""
+    total = entries = 0
+    stack = [path]
+    while stack and entries <= max_entries:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    entries += 1
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+        except OSError:
+            continue
+    return total, entries
+
+
+def _supervise(
+    pid: int, out_r: int, res_r: int, cfg: SandboxConfig, t0: float, scratch: str = ""
+) -> dict[str, Any]:
     """Read the render's output and result until it exits or the wall timeout; kill its group after.
 
     Reads go into preallocated buffers that are zeroed once the reply is built; the result frame is
-    checked by its lengths only (this process never parses what the render wrote).
+    checked by its lengths only (this process never parses what the render wrote). A host scratch dir
+    (no mount namespace, hence no size-limited tmpfs) is measured every 0.2 s: over ``max_file_mb + 8``
+    MiB or 4096 entries, the render is killed (``output_limit``).
     """
+    scratch_cap = (cfg.max_file_mb + 8) * 1024 * 1024
+    next_du = 0.0
     limit = cfg.max_result_bytes + frames.MAX_HEADER + frames.HEAD.size
     out, res, sink = bytearray(cfg.max_output_bytes), bytearray(limit + 1), bytearray(65536)
     n_out = n_res = out_total = 0
@@ -53,7 +80,7 @@ def _supervise(pid: int, out_r: int, res_r: int, cfg: SandboxConfig, t0: float) 
         if left <= 0:
             status = {"reason": "timeout", "detail": f"wall-clock limit {cfg.timeout_s:g}s reached"}
             break
-        ready, _, _ = select.select(open_fds, [], [], min(left, 0.5))
+        ready, _, _ = select.select(open_fds, [], [], min(left, 0.2))
         for fd in ready:
             if fd == out_r:
                 room = len(out) - n_out
@@ -68,6 +95,15 @@ def _supervise(pid: int, out_r: int, res_r: int, cfg: SandboxConfig, t0: float) 
         if n_res > limit:
             status = {"reason": "output_limit", "detail": f"result over {cfg.max_result_bytes} bytes"}
             break
+        if scratch and time.monotonic() >= next_du:
+            used, entries = _disk_usage(scratch)
+            if used > scratch_cap or entries > 4096:
+                status = {
+                    "reason": "output_limit",
+                    "detail": f"scratch dir over {scratch_cap >> 20} MiB or 4096 files",
+                }
+                break
+            next_du = time.monotonic() + 0.2
         if frames.frame_complete(memoryview(res)[:n_res], cfg.max_result_bytes):
             break  # a complete result: nothing more is needed from the process
     _kill_group(pid)
@@ -149,7 +185,7 @@ class Zygote:
         os.close(out_w)
         os.close(res_w)
         try:
-            return _supervise(pid, out_r, res_r, self.cfg, t0)
+            return _supervise(pid, out_r, res_r, self.cfg, t0, scratch)
         finally:
             os.close(out_r)
             os.close(res_r)
