@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -102,6 +103,7 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     rows = {}
     best = min(bare_subprocess(codes, 2, tmp) for _ in range(args.repeats))
+    shutil.rmtree(tmp, ignore_errors=True)
     rows["bare subprocess"] = {"seconds": best, "render_ms": 1000 * best * 2 / len(codes), "layers": ["none"]}
     for name, iso in (("sandbox minimal", "minimal"), ("sandbox auto", "auto")):
         cfg = SandboxConfig(workers=2, timeout_s=10, isolation=iso)
