@@ -60,3 +60,26 @@ def evaluate(
     out = {"reward": means[0], "n": float(n)}
     out.update({f"reward/{k}": v for k, v in zip(names, means[1:])})
     return out
+
+
+def evaluate_checkpoint(cfg) -> dict[str, float]:
+    """Load ``model.path`` and score greedy answers on ``data.eval_file`` with the config's rewards."""
+    from data_pipelines.dataset import JsonlDataset
+    from mmrft.data import vision_spec
+    from mmrft.models.loading import load_model
+
+    if not cfg.data.eval_file:
+        raise ValueError("data.eval_file: give the JSONL to evaluate on")
+    if not cfg.model.path:
+        raise ValueError("model.path: give the checkpoint directory to evaluate")
+    info = distributed.init(cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device)
+    loaded = load_model(cfg.model.path, device=info.device, dtype=cfg.model.dtype,
+                        attn_implementation=cfg.model.attn_implementation,
+                        min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)  # fmt: skip
+    dataset = JsonlDataset(cfg.data.eval_file, vision=vision_spec(cfg), on_bad_record=cfg.data.on_bad_record)
+    result = evaluate(
+        loaded.policy, loaded.processor, dataset, RewardStack(cfg.rewards, info.device), cfg, info
+    )
+    if dataset.skipped:
+        result["skipped"] = float(sum(dataset.skipped.values()))
+    return result
