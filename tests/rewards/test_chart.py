@@ -193,3 +193,18 @@ def test_forged_exports_and_image_bombs_never_raise():
         load_rgb(buf.getvalue(), (10, 10))
     with pytest.raises(ValueError, match="unreadable"):
         load_rgb(b"\x89PNG\r\n\x1a\n garbage", (10, 10))
+
+
+def test_never_raises_on_any_completion():
+    odd = [
+        None,
+        123,
+        {"content": 5},
+        b"\xff\xfe",
+        "x" * 300_000,
+        [{"role": "assistant"}],
+        "```python\n\x00\n```",
+    ]
+    s = chart_render(odd, solution=[{"code": BAR}] * len(odd), **PARAMS)
+    assert list(s) == [0.0] * len(odd)
+    assert sum(v for k, v in s.metrics.items() if k.startswith("fail/")) == len(odd)

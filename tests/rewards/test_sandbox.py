@@ -193,3 +193,13 @@ def test_killing_a_worker_mid_render_kills_its_render():
         while _orphans(os.getpid()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _orphans(os.getpid()) == []
+
+
+@linux_only
+def test_strict_isolation_refuses_to_run_without_namespaces():
+    cfg = SandboxConfig(workers=1, isolation="strict", namespaces=False, timeout_s=2.0, memory_mb=512)
+    with SandboxPool(cfg) as p:
+        with pytest.raises(frames.FrameError, match="strict"):
+            p.isolation()
+        r = p.run(BAR)  # the replacement refuses too: no render ever runs under weaker isolation
+        assert not r.ok and r.reason == "sandbox"
