@@ -8,7 +8,7 @@ the ground truth, shuffled, with false positives, wrong labels, duplicates and m
 - ``per-sample``: the same parser, then ``rewards.matching.reference_score`` for each completion:
   Python loops for dedup and IoU and one ``scipy.optimize.linear_sum_assignment`` per completion.
 
-Both must give the same scores (asserted to 1e-9). Prints a table and writes
+Both must give the same scores (asserted to 1e-9). Each time is the best of 2-3 runs, for both sides. Prints a table and writes
 ``benchmarks/results/rewards.json`` and ``.md``. Run: ``python benchmarks/rewards.py [--n 20000]``.
 """
 
@@ -126,15 +126,17 @@ def bench_mode(
     """Time both implementations for one setting, assert equal scores, return a result row."""
     params = dict(score=mode, confidence_weight=conf_w)
     ref_params = dict(mode=mode, confidence_weight=conf_w)
-    t_ref, ref = timed(lambda: per_sample(completions, sols, **ref_params))
+    t_ref, ref = timed(lambda: per_sample(completions, sols, **ref_params), repeat=2)
     det(completions[:64], **{k: v[:64] for k, v in cols.items()}, **params, device=args.device)  # warm-up
     t_bat, got = timed(lambda: det(completions, **cols, **params, device=args.device), repeat=2)
     diff = max(abs(a - b) for a, b in zip(ref, got))
     assert diff < 1e-9, f"batched and per-sample scores differ by {diff}"
     t_parse, (preds, gts) = timed(lambda: parse_only(completions, sols))
     agn, dev = [False] * args.n, torch.device(args.device)
-    t_geo_bat, _ = timed(lambda: score_detections(preds, gts, agn, mode, 0.5, 0.95, conf_w, dev), repeat=2)
-    t_geo_ref, _ = timed(lambda: [reference_score(p, g, False, **ref_params) for p, g in zip(preds, gts)])
+    t_geo_bat, _ = timed(lambda: score_detections(preds, gts, agn, mode, 0.5, 0.95, conf_w, dev), repeat=3)
+    t_geo_ref, _ = timed(
+        lambda: [reference_score(p, g, False, **ref_params) for p, g in zip(preds, gts)], repeat=3
+    )
     return {
         "score": mode,
         "confidence_weight": conf_w,
