@@ -159,8 +159,9 @@ def _merges_of(tok) -> list[tuple[str, str]]:
     return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
 
 
-def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
-    """Write a tiny Qwen2.5-VL checkpoint, tokenizer and processor to ``out_dir``; return the path.
+def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny", arch: str = "qwen2_5_vl") -> Path:
+    """Write a tiny Qwen2.5-VL (or, with ``arch="qwen2_vl"``, Qwen2-VL) checkpoint, tokenizer and
+    processor to ``out_dir``; return the path.
 
     Deterministic from ``seed``: the same seed gives the same weights and vocabulary.
     """
@@ -172,6 +173,8 @@ def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path
         Qwen2VLVideoProcessor,
     )
 
+    if arch not in ("qwen2_5_vl", "qwen2_vl"):
+        raise ValueError(f"unknown tiny arch {arch!r}; available: qwen2_5_vl, qwen2_vl")
     if preset not in PRESETS:
         raise ValueError(f"unknown tiny preset {preset!r}; available: {', '.join(PRESETS)}")
     p = PRESETS[preset]
@@ -180,53 +183,77 @@ def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path
 
     tokenizer = build_tokenizer(seed, p.vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=p.hidden,
-            intermediate_size=p.intermediate,
-            num_hidden_layers=p.layers,
-            num_attention_heads=p.heads,
-            num_key_value_heads=p.kv_heads,
-            max_position_embeddings=4096,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": list(p.mrope_section),
-            },
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-            tie_word_embeddings=False,
-        ),
-        vision_config=dict(
-            depth=p.vision_depth,
-            hidden_size=p.vision_hidden,
-            intermediate_size=p.vision_intermediate,
-            num_heads=p.vision_heads,
-            out_hidden_size=p.hidden,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            tokens_per_second=2,
-            window_size=112,
-            fullatt_block_indexes=[p.vision_depth - 1],
-        ),
+    text_config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=p.hidden,
+        intermediate_size=p.intermediate,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        num_key_value_heads=p.kv_heads,
+        max_position_embeddings=4096,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": list(p.mrope_section),
+        },
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False,
+    )
+    token_ids = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
+    if arch == "qwen2_5_vl":
+        config = Qwen2_5_VLConfig(
+            text_config=text_config,
+            vision_config=dict(
+                depth=p.vision_depth,
+                hidden_size=p.vision_hidden,
+                intermediate_size=p.vision_intermediate,
+                num_heads=p.vision_heads,
+                out_hidden_size=p.hidden,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                tokens_per_second=2,
+                window_size=112,
+                fullatt_block_indexes=[p.vision_depth - 1],
+            ),
+            **token_ids,
+        )
+        model_cls, processor_cls = Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    else:
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+        config = Qwen2VLConfig(
+            text_config=text_config,
+            vision_config=dict(
+                depth=p.vision_depth,
+                embed_dim=p.vision_hidden,
+                hidden_size=p.hidden,
+                mlp_ratio=p.vision_intermediate // p.vision_hidden,
+                num_heads=p.vision_heads,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+            ),
+            **token_ids,
+        )
+        model_cls, processor_cls = Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = model_cls(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
 
     image_processor = Qwen2VLImageProcessor(min_pixels=4 * 28 * 28, max_pixels=1280 * 28 * 28)
     video_processor = Qwen2VLVideoProcessor()
-    processor = Qwen2_5_VLProcessor(
+    processor = processor_cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
