@@ -111,7 +111,8 @@ class RenderResult:
     png: the rendered PNG bytes (b"" on failure). elements: the exported figure elements (texts, types,
     colours, layout), see ``rewards.sandbox.export``. output: captured stdout+stderr (capped).
     output_bytes: how many bytes the code wrote in total. detail: one line on the failure.
-    wall_s: seconds from fork to result. isolation: the layers that were applied.
+    wall_s: seconds from fork to result, measured by the worker. total_s: seconds the caller waited from
+    taking a worker to holding the result. isolation: the layers that were applied.
     """
 
     ok: bool
@@ -122,4 +123,5 @@ class RenderResult:
     output_bytes: int = 0
     detail: str = ""
     wall_s: float = 0.0
+    total_s: float = 0.0
     isolation: list[str] = field(default_factory=list)

@@ -182,6 +182,17 @@ class SandboxPool:
         self._free.put(w)
         return w
 
+    def wait_ready(self) -> None:
+        """Block until every worker has started (each takes about a second: import, warm-up, probe)."""
+        taken = [self._free.get() for _ in range(self.cfg.workers)]
+        try:
+            for w in taken:
+                if not w.ready:
+                    w.wait_ready()
+        finally:
+            for w in taken:
+                self._free.put(w)
+
     def isolation(self) -> tuple[list[str], list[str]]:
         """(layers, notes) of a ready worker: what renders get on this machine, and what was given up."""
         w = self._free.get()
@@ -197,6 +208,7 @@ class SandboxPool:
         if self._closed:
             raise RuntimeError("sandbox pool is closed")
         w = self._free.get()
+        t0 = time.monotonic()
         with self._lock:
             self._ids += 1
             job_id = self._ids
@@ -208,8 +220,11 @@ class SandboxPool:
                 self._all.remove(w)
                 self.replaced += 1
             self._spawn(w.slot)
-            return RenderResult(False, "sandbox", detail=f"worker replaced: {e}"[:300])
+            return RenderResult(
+                False, "sandbox", detail=f"worker replaced: {e}"[:300], total_s=time.monotonic() - t0
+            )
         self._free.put(w)
+        result.total_s = time.monotonic() - t0
         return result
 
     def submit(self, code: str) -> Future:
