@@ -117,7 +117,10 @@ def _reference_from_image(sol: dict[str, Any], cfg: SandboxConfig) -> Reference 
 def sandbox_config(params: dict[str, Any]) -> SandboxConfig:
     """The sandbox settings named in the reward's params (unknown keys are ignored here)."""
     fields = SandboxConfig.__dataclass_fields__
-    kw = {k: v for k, v in params.items() if k in fields}
+    # dataset columns arrive as lists (one value per completion); settings are scalars
+    kw = {
+        k: v for k, v in params.items() if k in fields and (k == "extra_ro_paths" or not isinstance(v, list))
+    }
     if "timeout_s" in kw and "cpu_s" not in kw:
         kw["cpu_s"] = max(1, int(float(kw["timeout_s"]) + 0.999))
     if "extra_ro_paths" in kw:

@@ -93,8 +93,13 @@ def test_extract_code_modes():
 
 def test_registered_and_params_reach_the_sandbox():
     assert get("chart_render") is chart_render
-    cfg = sandbox_config({"timeout_s": 2.5, "memory_mb": 256, "prompt": "ignored"})
-    assert (cfg.timeout_s, cfg.cpu_s, cfg.memory_mb) == (2.5, 3, 256)
+    cfg = sandbox_config({"timeout_s": 2.5, "memory_mb": 256, "prompt": "ignored", "dpi": [1, 2]})
+    assert (cfg.timeout_s, cfg.cpu_s, cfg.memory_mb, cfg.dpi) == (
+        2.5,
+        3,
+        256,
+        50,
+    )  # a "dpi" column is not a setting
     with pytest.raises(ValueError, match="code_block"):
         chart_render(["x"], [{"code": BAR}], code_block="xml")
 
