@@ -21,6 +21,7 @@ from data_pipelines.prompts import BOX_FORM, PROMPT_STYLES, answer_instruction, 
 from data_pipelines.synthetic.draw import COLORS, SHAPES, background, draw_shape, place_boxes
 
 SHAPE_TASKS = ("classification", "counting", "grounding", "detection")
+CLASSIFICATION_QUESTIONS = ("shape", "color")
 # Default shape side as a fraction of the canvas, per task: large for one shape, smaller for several.
 _SIZE_FRAC = {
     "classification": (0.35, 0.7),
@@ -57,8 +58,12 @@ def make_shapes_record(
     empty_frac: float,
     prompt_style: str,
     coord_space: str,
+    question: str = "shape",
 ):
-    """(image, question text, solution, objects) for record ``i``; objects lists every drawn shape."""
+    """(image, question text, solution, objects) for record ``i``; objects lists every drawn shape.
+
+    question: for classification, ask for the shape (label set ``shapes``) or its colour (``colors``).
+    """
     lo = max(4, int(round(size_frac[0] * image_size)))
     hi = max(lo, int(round(size_frac[1] * image_size)))
     target = _pick(rng, shapes)
@@ -92,7 +97,12 @@ def make_shapes_record(
     for (shape, color), (x0, y0, s) in zip(kinds, place_boxes(rng, len(kinds), image_size, lo, hi)):
         objects.append({"shape": shape, "color": color, "box": draw_shape(image, shape, color, x0, y0, s)})
 
-    if task == "classification":
+    if task == "classification" and question == "color":
+        color = objects[0]["color"]
+        question = f"What colour is the shape? Choose from: {', '.join(colors)}."
+        solution = {"label": color, "choices": list(colors)}
+        form = "colour"
+    elif task == "classification":
         question = f"What shape is in the image? Choose from: {', '.join(shapes)}."
         solution = {"label": target, "choices": list(shapes)}
         form = "shape"
@@ -134,6 +144,7 @@ def write_shapes_dataset(
     distractors: int | None = None,
     empty_frac: float = 0.2,
     coord_space: str = "pixel",
+    question: str = "shape",
 ) -> Path:
     """Write ``n`` shapes records of ``task``; returns the JSONL path ``out_dir/{task}_{split}.jsonl``.
 
@@ -143,8 +154,11 @@ def write_shapes_dataset(
     records have none: the "no objects" case). distractors: at most this many shapes of other kinds
     (default 0 for counting, 2 for grounding and detection). min/max_size_frac: shape side as a
     fraction of ``image_size`` (defaults per task, large enough for a tiny model at 112 px).
-    background: ``plain`` (white) or ``noise``.
+    background: ``plain`` (white) or ``noise``. question: classification asks for the ``shape``
+    (default) or the ``color`` of the one shape.
     """
+    if question not in CLASSIFICATION_QUESTIONS:
+        raise ValueError(f"question must be one of {CLASSIFICATION_QUESTIONS}, got {question!r}")
     if task not in SHAPE_TASKS:
         raise ValueError(f"task must be one of {SHAPE_TASKS}, got {task!r}")
     if prompt_style not in PROMPT_STYLES:
@@ -173,7 +187,7 @@ def write_shapes_dataset(
         rng = _stream(seed, task, split, i)
         image, text, solution, objects = make_shapes_record(
             i, task, rng, image_size, shapes, colors, size_frac, background,
-            max_count, distractors, empty_frac, prompt_style, coord_space,
+            max_count, distractors, empty_frac, prompt_style, coord_space, question,
         )  # fmt: skip
         rel = f"images/{name}/{i:05d}.png"
         image.save(out_dir / rel, format="PNG", compress_level=1)
