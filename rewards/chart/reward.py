@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -114,6 +115,31 @@ def _reference_from_image(sol: dict[str, Any], cfg: SandboxConfig) -> Reference 
     return Reference(rgb, elements if isinstance(elements, dict) else None)
 
 
+def _cached_image_reference(sol: dict[str, Any], cfg: SandboxConfig) -> Reference | None:
+    """An image reference, decoded once per (path, modification time, elements, render size)."""
+    try:
+        mtime = os.stat(str(sol["image"])).st_mtime_ns
+    except OSError:
+        mtime = -1
+    key = (
+        "img:"
+        + hashlib.sha256(
+            json.dumps(
+                [str(sol["image"]), mtime, sol.get("elements"), cfg.width_px, cfg.height_px], default=str
+            ).encode()
+        ).hexdigest()
+    )
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    ref = _reference_from_image(sol, cfg)
+    with _cache_lock:
+        _cache[key] = ref
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return ref
+
+
 def sandbox_config(params: dict[str, Any]) -> SandboxConfig:
     """The sandbox settings named in the reward's params (unknown keys are ignored here)."""
     fields = SandboxConfig.__dataclass_fields__
@@ -180,7 +206,7 @@ def chart_render(
                 to_render[key] = sol["code"]
             refs[i] = key
         elif sol.get("image"):
-            refs[i] = _reference_from_image(sol, cfg)
+            refs[i] = _cached_image_reference(sol, cfg)
         else:
             continue
         code = extract_code(completions[i], code_block)
