@@ -60,6 +60,7 @@ class SyntheticConfig:
     prompt_style: str = _f(
         "answer_only", "Answer format the prompts ask for.", ("answer_only", "think_answer")
     )
+    question: str = _f("shape", "What classification asks for: the shape, or its colour.", ("shape", "color"))
 
 
 @dataclass

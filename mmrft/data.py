@@ -48,11 +48,14 @@ def write_synthetic(cfg, data_dir: Path) -> dict[str, Path]:
         "seed": syn.seed,
         "image_size": syn.image_size,
         "prompt_style": syn.prompt_style,
+        "question": syn.question,
     }
     paths = {"train": data_dir / f"{syn.task}_train.jsonl", "eval": data_dir / f"{syn.task}_heldout.jsonl"}
     if stamp.is_file() and json.loads(stamp.read_text()) == want and all(p.is_file() for p in paths.values()):
         return paths
     common = dict(task=syn.task, image_size=syn.image_size, prompt_style=syn.prompt_style)
+    if syn.task == "classification":
+        common["question"] = syn.question
     write_shapes_dataset(data_dir, n=syn.n_train, seed=syn.seed, split="train", **common)
     write_shapes_dataset(data_dir, n=syn.n_eval, seed=syn.seed + 1, split="heldout", **common)
     stamp.write_text(json.dumps(want))
