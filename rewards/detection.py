@@ -112,6 +112,7 @@ def detection(
     gts: list[list[GtBox]] = []
     agnostic: list[bool] = []
     frames: list[tuple[float, float] | None] = []
+    failed: set[int] = set()
     for i, (completion, sol) in enumerate(zip(completions, sols)):
         if not is_detection_record(sol, tasks[i]):
             continue
@@ -131,16 +132,18 @@ def detection(
             gt_row = [(b[0], b[1], b[2], b[3], label_id(lab)) for b, lab in zip(gt_boxes, gt_labels)]
         out[i] = 0.0
         parsed = parse_boxes(extract_answer(completion_text(completion)).text, frame, max_boxes=max_boxes)
-        if not parsed.ok:
+        if parsed.ok:
+            row = [
+                (b.x1, b.y1, b.x2, b.y2, label_id(b.label), 1.0 if b.score is None else b.score)
+                for b in canonical_order(parsed.boxes)
+            ]
+            counter.add("invalid_box", parsed.invalid)
+            counter.add("fixed_box", parsed.fixed)
+            counter.add("unlabeled_box", sum(r[4] < 0 for r in row) - parsed.invalid)
+        else:  # scored 0 below; still batched so that its ground truth is checked like every other
             counter.add("too_many_boxes" if parsed.failure == "too_many_boxes" else "parse_fail")
-            continue
-        row = [
-            (b.x1, b.y1, b.x2, b.y2, label_id(b.label), 1.0 if b.score is None else b.score)
-            for b in canonical_order(parsed.boxes)
-        ]
-        counter.add("invalid_box", parsed.invalid)
-        counter.add("fixed_box", parsed.fixed)
-        counter.add("unlabeled_box", sum(r[4] < 0 for r in row) - parsed.invalid)
+            row = []
+            failed.add(i)
         idx.append(i)
         frames.append(frame)
         agnostic.append(gt_labels is None)
@@ -162,7 +165,7 @@ def detection(
             raise
         counter.add("duplicates", int(dups.sum()))
         for i, v in zip(idx, scores.tolist()):
-            out[i] = float(v)
+            out[i] = 0.0 if i in failed else float(v)
     return counter.scores(out, columns, "detection")
 
 

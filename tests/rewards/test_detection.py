@@ -168,3 +168,15 @@ def test_order_invariance_of_whole_reward_random():
     for _ in range(5):
         rng.shuffle(objs)
         assert score(js(*objs), sol, confidence_weight=0.3) == pytest.approx(base, abs=1e-12)
+
+
+def test_bad_ground_truth_is_reported_whatever_the_model_wrote():
+    sol = {"boxes": [[0, 0, 1, float("nan")]], "labels": ["a"]}
+    for completion in ["[]", "garbage", ""]:
+        with pytest.raises(ValueError, match="record 'g1': solution box 0 must be 4 finite numbers"):
+            det([completion], solution=[sol], task=["detection"], id=["g1"])
+
+
+def test_parse_failure_on_empty_ground_truth_scores_zero():
+    out = det(["garbage", "[]"], solution=[NONE, NONE], task=["detection"] * 2)
+    assert out == [0.0, 1.0] and out.metrics["parse_fail"] == 1.0
