@@ -8,6 +8,7 @@ import platform
 import signal
 import struct
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -100,6 +101,19 @@ def test_render_has_the_configured_size_and_exports_elements(pool):
     assert el["colors"] == [["bar", "#ff0000"], ["bar", "#00ff00"], ["bar", "#0000ff"]]
     assert {"Sales", "shop", "a", "b", "c"} <= set(el["texts"])
     assert el["layout"] == [[1, 1, 0, 1, 0, 1]]
+
+
+def test_subplots_export_one_layout_cell_per_axes_and_each_drawing_type(pool):
+    code = (
+        "import matplotlib.pyplot as plt\nfig, (a, b) = plt.subplots(1, 2)\n"
+        "a.pie([1, 2], colors=['#ff0000', '#0000ff'])\nb.scatter([1, 2], [3, 4], color='#00ff00', label='pts')\n"
+        "b.legend()\nfig.suptitle('Two')\n"
+    )
+    el = pool.run(code).elements
+    assert el["layout"] == [[1, 2, 0, 1, 0, 1], [1, 2, 0, 1, 1, 2]]
+    assert el["types"] == ["pie", "scatter"]
+    assert el["colors"] == [["pie", "#ff0000"], ["pie", "#0000ff"], ["scatter", "#00ff00"]]
+    assert "Two" in el["texts"] and "pts" in el["texts"]
 
 
 def test_outcomes_are_named(pool):
@@ -203,3 +217,28 @@ def test_strict_isolation_refuses_to_run_without_namespaces():
             p.isolation()
         r = p.run(BAR)  # the replacement refuses too: no render ever runs under weaker isolation
         assert not r.ok and r.reason == "sandbox"
+
+
+@linux_only
+def test_detects_a_kernel_that_refuses_namespaces_and_degrades(tmp_path):
+    # Inside `unshare --user` without a uid mapping, this process is the overflow uid and the kernel
+    # refuses the render's own namespaces: the worker must notice, drop the layer, say why, and render.
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "true"]).returncode != 0:
+        pytest.skip("cannot create a user namespace to simulate the refusal")
+    script = (
+        "from rewards.sandbox import SandboxPool, SandboxConfig\n"
+        "with SandboxPool(SandboxConfig(workers=1, timeout_s=3, memory_mb=512)) as p:\n"
+        "    layers, notes = p.isolation()\n"
+        "    r = p.run('import matplotlib.pyplot as plt\\nplt.plot([1, 2])')\n"
+        "    print(layers, notes, r.ok)\n"
+    )
+    out = subprocess.run(["unshare", "--user", sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-500:]
+    assert "namespaces unavailable" in out.stdout and "namespaces(" not in out.stdout
+    assert "seccomp" in out.stdout and out.stdout.strip().endswith("True")
