@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -235,21 +236,8 @@ def _child_header(payload: bytes, max_result: int) -> dict[str, Any] | None:
 
 
 def _rmtree(path: str) -> None:
-    for root, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            try:
-                os.unlink(os.path.join(root, name))
-            except OSError:
-                pass
-        for name in dirs:
-            try:
-                os.rmdir(os.path.join(root, name))
-            except OSError:
-                pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
+    """Remove a scratch dir; symlinks the render left are removed, never followed."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def main() -> None:
