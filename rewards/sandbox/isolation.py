@@ -97,6 +97,19 @@ def _readable_by_others(paths: tuple[str, ...]) -> bool:
     return True
 
 
+def _id_mapped(ident: int, map_file: str) -> bool:
+    """Whether ``ident`` exists in this user namespace (rootless containers map only a few ids)."""
+    try:
+        with open(map_file) as f:
+            for line in f:
+                inside, _, count = (int(x) for x in line.split())
+                if inside <= ident < inside + count:
+                    return True
+    except (OSError, ValueError):
+        return platform.system() != "Linux"
+    return False
+
+
 def initial_plan(uid: int, gid: int, cfg: SandboxConfig) -> Plan:
     """Everything the settings ask for and the platform could offer; the warm-up decides the rest."""
     linux_ok = platform.system() == "Linux"
@@ -109,8 +122,11 @@ def initial_plan(uid: int, gid: int, cfg: SandboxConfig) -> Plan:
     sc = full and cfg.seccomp and seccomp.available()
     if full and linux_ok and not sc and cfg.seccomp:
         notes.append(f"seccomp unavailable: no syscall table for {platform.machine()}")
-    drop_user = cfg.drop_user and root and (ns or _readable_by_others(ro))
-    if cfg.drop_user and root and not drop_user:
+    mapped = _id_mapped(uid, "/proc/self/uid_map") and _id_mapped(gid, "/proc/self/gid_map")
+    drop_user = cfg.drop_user and root and mapped and (ns or _readable_by_others(ro))
+    if cfg.drop_user and root and not mapped:
+        notes.append(f"dedicated uid unavailable: uid {uid} is not mapped in this user namespace")
+    elif cfg.drop_user and root and not drop_user:
         notes.append("dedicated uid unavailable: the Python install is not readable by other users")
     plan = Plan(uid, gid, namespaces=ns, userns=ns and not root, landlock=ll, seccomp=sc,
                 drop_user=drop_user, drop_caps=root and not drop_user, ro_paths=ro, notes=tuple(notes))  # fmt: skip

@@ -202,6 +202,7 @@ class Zygote:
         cfg = self.cfg
         self.plan = isolation.initial_plan(self.plan.uid, self.plan.gid, cfg)
         self.notes += self.plan.notes
+        wanted_uid = self.plan.drop_user
         for _ in range(8):
             reply = self.run(bytearray(_WARMUP.encode()))
             header = _child_header(reply["payload"], cfg.max_result_bytes)
@@ -219,6 +220,9 @@ class Zygote:
             self.plan = self.plan.without(layer)
         else:
             raise RuntimeError("warm-up render failed on every isolation plan")
+        if wanted_uid and not self.plan.drop_user:
+            self.notes.append("dedicated uid unavailable without namespaces: the Python install is not "
+                              "readable by other users (renders keep the uid, without capabilities)")  # fmt: skip
         if cfg.isolation == "strict" and not (self.plan.namespaces and self.plan.seccomp):
             raise RuntimeError("isolation 'strict' needs namespaces and seccomp: " + "; ".join(self.notes))
 
