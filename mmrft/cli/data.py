@@ -145,6 +145,12 @@ def register(subparsers) -> None:
     p.add_argument("--max-size-frac", type=float, default=None, help="shapes: largest side / image size")
     p.add_argument("--distractors", type=int, default=None, help="shapes: at most this many other shapes")
     p.add_argument(
+        "--question",
+        default="shape",
+        choices=("shape", "color"),
+        help="classification: ask for the shape or its colour",
+    )
+    p.add_argument(
         "--coord-space",
         default="pixel",
         choices=("pixel", "norm1000"),
@@ -249,7 +255,7 @@ def _synth(args: argparse.Namespace) -> int:
             path = write_shapes_dataset(
                 args.out, args.task, image_size=args.image_size, background=args.background,
                 min_size_frac=args.min_size_frac, max_size_frac=args.max_size_frac,
-                distractors=args.distractors, coord_space=args.coord_space, **common,
+                distractors=args.distractors, coord_space=args.coord_space, question=args.question, **common,
             )  # fmt: skip
         elif args.task in VIDEO_TASKS:
             from data_pipelines.synthetic.video import write_video_dataset
