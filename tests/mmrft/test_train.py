@@ -103,3 +103,18 @@ def test_unknown_reward_lists_the_available_ones(tmp_path, shapes_dir, tiny_mode
         ValueError, match=r"rewards\[0\].name: unknown reward 'acuracy'; available: .*accuracy"
     ):
         Trainer(cfg)
+
+
+def test_lora_trains_only_the_adapters_and_saves_them(tmp_path, shapes_dir, tiny_model_dir):
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "grpo.steps=2", "model.lora_r=4", "model.lora_alpha=8",
+               "model.lora_dropout=0.0")  # fmt: skip
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    trainable = {n for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.run()
+    after = dict(trainer.policy.named_parameters())
+    changed = {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
+    assert changed and changed <= trainable
+    assert any("lora_B" in n for n in changed)  # B starts at zero: it moved, so the adapter learned
+    assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
