@@ -287,7 +287,10 @@ def run_battery(
         runnable.append((case, canary, code))
     before = {canary: _snapshot(canary) for _, canary, _ in runnable}
     nice_before = os.getpriority(os.PRIO_PROCESS, 0)
-    limits_before = {w.proc.pid: resource.prlimit(w.proc.pid, resource.RLIMIT_NOFILE) for w in pool._all}
+    prlimit = getattr(resource, "prlimit", None)  # Linux only
+    limits_before = (
+        {w.proc.pid: prlimit(w.proc.pid, resource.RLIMIT_NOFILE) for w in pool._all} if prlimit else {}
+    )
     tmp_before = set(os.listdir("/tmp"))
     worker_pids = {w.proc.pid for w in pool._all}
     try:
@@ -310,7 +313,7 @@ def run_battery(
             break
     listener.close()
     starved = os.getpriority(os.PRIO_PROCESS, 0) != nice_before or any(
-        resource.prlimit(pid, resource.RLIMIT_NOFILE) != lim
+        prlimit(pid, resource.RLIMIT_NOFILE) != lim
         for pid, lim in limits_before.items()
         if os.path.exists(f"/proc/{pid}")
     )
