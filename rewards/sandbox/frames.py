@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import struct
+import time
 from typing import Any
 
 HEAD = struct.Struct("!II")
@@ -24,13 +26,25 @@ def encode(header: dict[str, Any], payload: bytes | bytearray = b"") -> bytes:
     return HEAD.pack(len(h), len(payload)) + h + bytes(payload)
 
 
-def write_frame(fd: int, header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> None:
-    """Write one frame; the payload is written from its own buffer (no copy is made of it)."""
+def write_frame(
+    fd: int,
+    header: dict[str, Any],
+    payload: bytes | bytearray | memoryview = b"",
+    deadline: float | None = None,
+) -> None:
+    """Write one frame; the payload is written from its own buffer (no copy is made of it). With a
+    ``deadline``, writes go in PIPE_BUF pieces once the pipe is writable (never blocking past it), and
+    TimeoutError is raised when the reader does not take the frame in time."""
     h = json.dumps(header, separators=(",", ":")).encode()
     for data in (memoryview(HEAD.pack(len(h), len(payload)) + h), memoryview(payload)):
         while data:
-            n = os.write(fd, data)
-            data = data[n:]
+            if deadline is not None:
+                _, ready, _ = select.select([], [fd], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise TimeoutError("the reader did not take the frame in time")
+                data = data[os.write(fd, data[: select.PIPE_BUF]) :]
+            else:
+                data = data[os.write(fd, data) :]
 
 
 def frame_complete(buf: bytes | bytearray | memoryview, max_payload: int) -> bool:
@@ -41,12 +55,17 @@ def frame_complete(buf: bytes | bytearray | memoryview, max_payload: int) -> boo
     return hlen <= MAX_HEADER and plen <= max_payload and len(buf) == HEAD.size + hlen + plen
 
 
-def read_exact(fd: int, n: int) -> bytearray:
-    """Exactly ``n`` bytes from blocking ``fd`` into a fresh bytearray; FrameError on EOF."""
+def read_exact(fd: int, n: int, deadline: float | None = None) -> bytearray:
+    """Exactly ``n`` bytes from ``fd`` into a fresh bytearray; FrameError on EOF, TimeoutError when
+    ``deadline`` (a ``time.monotonic()`` value) passes first."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
+        if deadline is not None:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(f"no data in time ({got} of {n} bytes)")
         k = os.readv(fd, [view[got:]])
         if k == 0:
             raise FrameError(f"pipe closed after {got} of {n} bytes")
@@ -54,13 +73,14 @@ def read_exact(fd: int, n: int) -> bytearray:
     return buf
 
 
-def read_frame(fd: int, max_payload: int) -> tuple[dict[str, Any], bytearray]:
-    """One frame from blocking ``fd``: (header, payload). FrameError on EOF or a frame over the caps."""
-    hlen, plen = HEAD.unpack(bytes(read_exact(fd, HEAD.size)))
+def read_frame(fd: int, max_payload: int, deadline: float | None = None) -> tuple[dict[str, Any], bytearray]:
+    """One frame from ``fd``: (header, payload). FrameError on EOF or a frame over the caps; TimeoutError
+    when the whole frame has not arrived by ``deadline``."""
+    hlen, plen = HEAD.unpack(bytes(read_exact(fd, HEAD.size, deadline)))
     if hlen > MAX_HEADER or plen > max_payload:
         raise FrameError(f"frame too large (header {hlen} B, payload {plen} B)")
-    header = parse_header(read_exact(fd, hlen))
-    return header, read_exact(fd, plen)
+    header = parse_header(read_exact(fd, hlen, deadline))
+    return header, read_exact(fd, plen, deadline)
 
 
 def parse_header(raw: bytes | bytearray) -> dict[str, Any]:

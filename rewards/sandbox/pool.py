@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import select
 import shutil
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from rewards.sandbox import frames
-from rewards.sandbox.config import RenderResult, SandboxConfig
+from rewards.sandbox.config import FAIL_REASONS, RenderResult, SandboxConfig
 
 # Seconds a worker may take beyond the render timeout (fork, kill, reap, transfer) before it is replaced.
 MARGIN_S = 3.0
@@ -98,21 +97,16 @@ class _Worker:
         self.ready = True
 
     def _read(self, deadline: float, max_payload: int) -> tuple[dict, bytearray]:
-        fd = self.proc.stdout.fileno()
-        left = deadline - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(left, 0))
-        if not ready:
-            raise TimeoutError("sandbox worker did not answer in time")
-        return frames.read_frame(fd, max_payload)  # the frame follows promptly once it starts
+        return frames.read_frame(self.proc.stdout.fileno(), max_payload, deadline)
 
     def run(self, code: str, job_id: int) -> RenderResult:
         if not self.ready:
             self.wait_ready()
-        frames.write_frame(
-            self.proc.stdin.fileno(), {"op": "run", "id": job_id}, code.encode("utf-8", "replace")
-        )
+        deadline = time.monotonic() + self.cfg.timeout_s + MARGIN_S
+        payload = code.encode("utf-8", "replace")
+        frames.write_frame(self.proc.stdin.fileno(), {"op": "run", "id": job_id}, payload, deadline)
         cap = self.cfg.max_output_bytes + self.cfg.max_result_bytes + frames.MAX_HEADER + 64
-        header, payload = self._read(time.monotonic() + self.cfg.timeout_s + MARGIN_S, cap)
+        header, payload = self._read(deadline, cap)  # one deadline for sending the job and the answer
         if header.get("op") != "result" or header.get("id") != job_id:
             raise frames.FrameError("sandbox worker answered out of turn")
         return _decode(header, payload, self.cfg)
@@ -151,8 +145,6 @@ def _decode(status: dict, payload: bytearray, cfg: SandboxConfig) -> RenderResul
         elements = header.get("elements") if isinstance(header.get("elements"), dict) else {}
         return RenderResult(True, "", png=png, elements=elements, isolation=layers, **common)
     reason = header.get("reason")
-    from rewards.sandbox.config import FAIL_REASONS
-
     reason = reason if reason in FAIL_REASONS and reason else "crash"
     return RenderResult(False, reason, detail=str(header.get("detail", ""))[:300], isolation=layers, **common)
 
@@ -214,15 +206,14 @@ class SandboxPool:
             job_id = self._ids
         try:
             result = w.run(code, job_id)
-        except (frames.FrameError, TimeoutError, OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - a worker in an unknown state is replaced, never reused
             w.kill()
             with self._lock:
                 self._all.remove(w)
                 self.replaced += 1
             self._spawn(w.slot)
-            return RenderResult(
-                False, "sandbox", detail=f"worker replaced: {e}"[:300], total_s=time.monotonic() - t0
-            )
+            detail = f"worker replaced: {type(e).__name__}: {e}"[:300]
+            return RenderResult(False, "sandbox", detail=detail, total_s=time.monotonic() - t0)
         self._free.put(w)
         result.total_s = time.monotonic() - t0
         return result

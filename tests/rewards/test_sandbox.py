@@ -171,9 +171,9 @@ def test_a_stuck_worker_is_killed_and_replaced_within_timeout_plus_margin():
     with SandboxPool(cfg) as p:
         assert p.run(BAR).ok
         worker = p._all[0]
-        os.kill(worker.proc.pid, signal.SIGSTOP)  # a worker that stops answering
+        os.kill(worker.proc.pid, signal.SIGSTOP)  # a worker that stops answering (and reading)
         t0 = time.monotonic()
-        r = p.run(BAR)
+        r = p.run(BAR + "#" * 300_000)  # more than a pipe holds: sending must not block either
         waited = time.monotonic() - t0
         assert r.reason == "sandbox" and "replaced" in r.detail
         assert cfg.timeout_s <= waited <= cfg.timeout_s + MARGIN_S + 1.0
