@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also run cases that could harm this machine where no layer covers them",
     )
+    p_self.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     p_self.add_argument("--json", action="store_true", help="print the report as JSON")
     p_self.set_defaults(func=_selftest)
 
@@ -68,14 +69,21 @@ def _selftest(args: argparse.Namespace) -> int:
     import secrets
 
     from rewards.sandbox import SandboxPool
-    from rewards.sandbox.battery import SECRET_ENV, layer_tags, run_battery
+    from rewards.sandbox.battery import CASES, SECRET_ENV, layer_tags, run_battery
 
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(wanted) - {c.name for c in CASES})
+    if unknown:
+        print(f"sandbox selftest: unknown case(s) {unknown}; known: {', '.join(c.name for c in CASES)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    cases = tuple(c for c in CASES if not wanted or c.name in wanted)
     had_secret = SECRET_ENV in os.environ
     os.environ.setdefault(SECRET_ENV, "tok" + secrets.token_hex(12))  # before the pool: it must not leak
     try:
         with SandboxPool(_config(args, workers=2)) as pool:
             layers, notes = pool.isolation()
-            reports = run_battery(pool, run_all=args.all)
+            reports = run_battery(pool, cases, run_all=args.all)
     except Exception as e:  # noqa: BLE001 - a CLI reports the one-line reason
         print(f"sandbox selftest: the sandbox could not start: {e}", file=sys.stderr)
         return 1
@@ -83,8 +91,6 @@ def _selftest(args: argparse.Namespace) -> int:
         if not had_secret:
             os.environ.pop(SECRET_ENV, None)
     tags = layer_tags(layers)
-    from rewards.sandbox.battery import CASES
-
     needs = {c.name: c.needs for c in CASES}
     covered = {r.name: not needs[r.name] or bool(tags & set(needs[r.name])) for r in reports}
     failed = [r for r in reports if r.ran and covered[r.name] and not r.contained]
