@@ -247,7 +247,7 @@ def generate(
         tokens[:, t] = nxt
         lengths += active.long()
         done = done | (active & torch.isin(nxt, stop))
-        finished = bool(done.all())
+        finished = bool(done.all()) or t == params.max_new_tokens - 1  # no forward whose output is unused
         if all_done(finished) if all_done is not None else finished:
             break
         attn = torch.cat([attn, active.long()[:, None]], dim=1)
