@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-PROMPT_STYLES = ("answer_only", "think_answer")
+PROMPT_STYLES = ("answer_only", "think_answer", "plain")
 BOX_FORM = '{"bbox_2d": [x1, y1, x2, y2]}'
 
 
@@ -19,6 +19,8 @@ def answer_instruction(form: str, prompt_style: str) -> str:
         return f"Answer with <answer>{form}</answer>."
     if prompt_style == "think_answer":
         return f"Think in <think></think>, then answer in <answer></answer> as <answer>{form}</answer>."
+    if prompt_style == "plain":  # no tags: the whole completion is the answer (CLS-RL's no-thinking form)
+        return f"Answer with the {form} only."
     raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
 
 

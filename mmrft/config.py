@@ -58,7 +58,9 @@ class SyntheticConfig:
     seed: int = _f(0, "Generator seed (the held-out split uses seed + 1).")
     image_size: int = _f(112, "Side of the square synthetic images, in pixels.")
     prompt_style: str = _f(
-        "answer_only", "Answer format the prompts ask for.", ("answer_only", "think_answer")
+        "answer_only",
+        "Answer format the prompts ask for (plain: the bare answer, no tags).",
+        ("answer_only", "think_answer", "plain"),
     )
     question: str = _f("shape", "What classification asks for: the shape, or its colour.", ("shape", "color"))
 

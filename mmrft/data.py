@@ -100,7 +100,7 @@ def sample_seed(seed: int, position: int) -> int:
 
 
 def _fmt(v: float) -> str:
-    return str(int(round(v))) if abs(v - round(v)) < 1e-6 or abs(v) >= 10 else f"{v:.1f}"
+    return str(int(round(v))) if abs(v - round(v)) < 1e-6 else f"{v:.1f}"
 
 
 def answer_text(sample: Sample) -> str:
@@ -134,6 +134,8 @@ def sft_target(sample: Sample, prompt_style: str) -> str:
     ans = answer_text(sample)
     if prompt_style == "think_answer":
         return f"<think>The answer is {ans}.</think><answer>{ans}</answer>"
+    if prompt_style == "plain":
+        return ans
     return f"<answer>{ans}</answer>"
 
 
