@@ -24,6 +24,12 @@ def answer_instruction(form: str, prompt_style: str) -> str:
     raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
 
 
+def none_sentence(prompt_style: str) -> str:
+    """How to say "no objects" for a detection prompt, in the answer form of ``prompt_style``."""
+    empty = "[]" if prompt_style == "plain" else "<answer>[]</answer>"
+    return f"If there is none, answer {empty}."
+
+
 def coord_sentence(coord_space: str) -> str:
     """Which frame box coordinates are in (``pixel``, ``norm1000`` or ``norm1``)."""
     if coord_space == "pixel":

@@ -18,7 +18,13 @@ from typing import Any
 
 from data_pipelines.converters.common import ConvertResult, MediaPlacer, finish, k_shot, output_path
 from data_pipelines.geometry import check_box, clip_box
-from data_pipelines.prompts import PROMPT_STYLES, answer_instruction, coord_sentence, user_prompt
+from data_pipelines.prompts import (
+    PROMPT_STYLES,
+    answer_instruction,
+    coord_sentence,
+    none_sentence,
+    user_prompt,
+)
 
 
 def detection_prompt(category: str, coord_space: str, prompt_style: str, with_score: bool = False) -> str:
@@ -27,7 +33,7 @@ def detection_prompt(category: str, coord_space: str, prompt_style: str, with_sc
     form = f'[{{"bbox_2d": [x1, y1, x2, y2], "label": "{category}"{score}}}, ...]'
     return (
         f"Detect every {category} in the image. {coord_sentence(coord_space)} "
-        f"{answer_instruction(form, prompt_style)} If there is none, answer <answer>[]</answer>."
+        f"{answer_instruction(form, prompt_style)} {none_sentence(prompt_style)}"
     )
 
 

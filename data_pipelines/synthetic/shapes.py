@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from data_pipelines.io import write_jsonl
-from data_pipelines.prompts import BOX_FORM, PROMPT_STYLES, answer_instruction, coord_sentence
+from data_pipelines.prompts import BOX_FORM, PROMPT_STYLES, answer_instruction, coord_sentence, none_sentence
 from data_pipelines.synthetic.draw import COLORS, SHAPES, background, draw_shape, place_boxes
 
 SHAPE_TASKS = ("classification", "counting", "grounding", "detection")
@@ -123,7 +123,7 @@ def make_shapes_record(
         form = f'[{{"bbox_2d": [x1, y1, x2, y2], "label": "{target}"}}, ...]'
     text = f"{question} {answer_instruction(form, prompt_style)}"
     if task == "detection":
-        text += " If there is none, answer <answer>[]</answer>."
+        text += " " + none_sentence(prompt_style)
     return image, text, solution, objects
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_pipelines.prompts import PROMPT_STYLES  # a constant; no heavy import
+
 SHAPE_TASKS = ("classification", "counting", "grounding", "detection")
 VIDEO_TASKS = ("temporal_grounding", "tracking")
 SYNTH_TASKS = (*SHAPE_TASKS, *VIDEO_TASKS, "chart_to_code")
@@ -24,7 +26,7 @@ def _common(p: argparse.ArgumentParser, prompt_style: str) -> None:
     p.add_argument(
         "--prompt-style",
         default=prompt_style,
-        choices=("answer_only", "think_answer"),
+        choices=PROMPT_STYLES,
         help=f"answer form the prompt asks for (default {prompt_style})",
     )
     p.add_argument(
@@ -139,7 +141,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train")
     p.add_argument("--image-size", type=int, default=112)
-    p.add_argument("--prompt-style", default="answer_only", choices=("answer_only", "think_answer"))
+    p.add_argument("--prompt-style", default="answer_only", choices=PROMPT_STYLES)
     p.add_argument("--background", default="plain", choices=("plain", "noise"), help="shapes tasks")
     p.add_argument("--min-size-frac", type=float, default=None, help="shapes: smallest side / image size")
     p.add_argument("--max-size-frac", type=float, default=None, help="shapes: largest side / image size")

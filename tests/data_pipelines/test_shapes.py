@@ -64,6 +64,8 @@ def test_classification_prompt_and_solution(tmp_path):
     for r in recs:
         assert r["solution"]["choices"] == ["circle", "square", "triangle"]
         assert [o["shape"] for o in r["meta"]["objects"]] == [r["solution"]["label"]]
+    plain = _records(write_shapes_dataset(tmp_path / "p", "detection", n=1, prompt_style="plain"))
+    assert plain[0]["prompt"][0]["content"][1]["text"].endswith("only. If there is none, answer [].")
     think = _records(write_shapes_dataset(tmp_path, "classification", n=1, prompt_style="think_answer"))
     assert think[0]["prompt"][0]["content"][1]["text"].endswith(
         "Think in <think></think>, then answer in <answer></answer> as <answer>shape</answer>."
