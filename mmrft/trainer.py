@@ -117,6 +117,10 @@ class Trainer:
         self.t0 = time.time()
         self.info = distributed.init(cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device)
         self.run_dir = Path(cfg.train.output_dir)
+        for field, value in (("train.prompts_per_step", cfg.train.prompts_per_step),
+                             ("sft.batch_size", cfg.sft.batch_size)):  # fmt: skip
+            if value % self.info.world_size:
+                raise ValueError(f"{field}={value} must be divisible by the {self.info.world_size} processes")
         if not resume and checkpoint.latest(self.run_dir) is not None:
             raise FileExistsError(
                 f"train.output_dir={str(self.run_dir)!r} already holds checkpoints; pass --resume to continue "
@@ -171,8 +175,8 @@ class Trainer:
 
     def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
         keys = sorted(metrics)
-        vals = distributed.all_reduce_sum(torch.tensor([metrics[k] for k in keys], dtype=torch.float64))
-        return dict(zip(keys, vals.tolist()))
+        local = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.info.device)
+        return dict(zip(keys, distributed.all_reduce_sum(local).tolist()))
 
     def _optimizer_step(self) -> dict[str, float]:
         distributed.reduce_gradients(self.policy, self.info)
