@@ -34,7 +34,14 @@ class ModelConfig:
     )
     tiny_seed: int = _f(0, "Seed of the tiny model's weights and tokenizer.")
     dtype: str = _f(
-        "auto", "Weights dtype; auto = bf16 on CUDA, fp32 on CPU.", ("auto", "float32", "bfloat16", "float16")
+        "auto",
+        "Dtype of the trained weights; auto = float32 master weights (bfloat16 halves memory, less exact).",
+        ("auto", "float32", "bfloat16", "float16"),
+    )
+    compute_dtype: str = _f(
+        "auto",
+        "Autocast dtype of forwards; auto = bfloat16 on a CUDA device that supports it, else off (float32).",
+        ("auto", "float32", "bfloat16", "float16"),
     )
     attn_implementation: str = _f(
         "auto",

@@ -120,14 +120,21 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
             raise TypeError("FSDP2 wraps the VLMOps root module (every forward must pass through the root)")
         inner = _inner(model)
         core = inner.model
+        kw = {}
+        if model.compute_dtype is not None:  # gather params in the compute dtype, reduce grads in fp32
+            from torch.distributed.fsdp import MixedPrecisionPolicy
+
+            kw["mp_policy"] = MixedPrecisionPolicy(
+                param_dtype=model.compute_dtype, reduce_dtype=torch.float32
+            )
         for block in core.visual.blocks:
-            fully_shard(block)
-        fully_shard(core.visual)
+            fully_shard(block, **kw)
+        fully_shard(core.visual, **kw)
         for layer in core.language_model.layers:
-            fully_shard(layer)
-        fully_shard(core.language_model.embed_tokens)
-        fully_shard(inner.lm_head)
-        fully_shard(model)
+            fully_shard(layer, **kw)
+        fully_shard(core.language_model.embed_tokens, **kw)
+        fully_shard(inner.lm_head, **kw)
+        fully_shard(model, **kw)
         return model
     raise ValueError(f"distributed.strategy: unknown {info.strategy!r}; choose from auto, fsdp, ddp, none")
 

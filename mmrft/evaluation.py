@@ -12,6 +12,7 @@ import torch
 
 from mmrft import distributed
 from mmrft.data import sample_seed
+from mmrft.models.forward import VLMOps
 from mmrft.rollout import SamplingParams, encode_prompts, generate
 from mmrft.scoring import RewardStack
 
@@ -73,13 +74,18 @@ def evaluate_checkpoint(cfg) -> dict[str, float]:
     if not cfg.model.path:
         raise ValueError("model.path: give the checkpoint directory to evaluate")
     info = distributed.init(cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device)
-    loaded = load_model(cfg.model.path, device=info.device, dtype=cfg.model.dtype,
-                        attn_implementation=cfg.model.attn_implementation,
-                        min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)  # fmt: skip
-    dataset = JsonlDataset(cfg.data.eval_file, vision=vision_spec(cfg), on_bad_record=cfg.data.on_bad_record)
-    result = evaluate(
-        loaded.policy, loaded.processor, dataset, RewardStack(cfg.rewards, info.device), cfg, info
+    loaded = load_model(
+        cfg.model.path,
+        device=info.device,
+        dtype=cfg.model.dtype,
+        compute_dtype=cfg.model.compute_dtype,
+        attn_implementation=cfg.model.attn_implementation,
+        min_pixels=cfg.data.min_pixels,
+        max_pixels=cfg.data.max_pixels,
     )
+    dataset = JsonlDataset(cfg.data.eval_file, vision=vision_spec(cfg), on_bad_record=cfg.data.on_bad_record)
+    model = VLMOps(loaded.policy, loaded.compute_dtype)
+    result = evaluate(model, loaded.processor, dataset, RewardStack(cfg.rewards, info.device), cfg, info)
     if dataset.skipped:
         result["skipped"] = float(sum(dataset.skipped.values()))
     return result

@@ -135,6 +135,7 @@ class Trainer:
             model_path,
             device=self.info.device,
             dtype=cfg.model.dtype,
+            compute_dtype=cfg.model.compute_dtype,
             attn_implementation=cfg.model.attn_implementation,
             with_reference=cfg.grpo.beta > 0,
             gradient_checkpointing=cfg.model.gradient_checkpointing,
@@ -143,10 +144,11 @@ class Trainer:
             max_pixels=cfg.data.max_pixels,
         )
         self.processor = loaded.processor
-        self.policy = distributed.wrap(VLMOps(_apply_lora(loaded.policy, cfg)), self.info)
+        amp = loaded.compute_dtype
+        self.policy = distributed.wrap(VLMOps(_apply_lora(loaded.policy, cfg), amp), self.info)
         self.reference = None
         if loaded.reference is not None:
-            self.reference = distributed.wrap(VLMOps(loaded.reference), self.info)
+            self.reference = distributed.wrap(VLMOps(loaded.reference, amp), self.info)
         self.rewards = RewardStack(cfg.rewards, self.info.device)
         self.data = build_datasets(cfg, files)
         self.total_steps = cfg.sft.steps + cfg.grpo.steps

@@ -123,15 +123,23 @@ class VLMOps(torch.nn.Module):
     ``lm`` (decoder stack -> hidden states), ``head`` (LM head).
     """
 
-    def __init__(self, hf_model):
+    def __init__(self, hf_model, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.hf = hf_model
+        self.compute_dtype = compute_dtype  # autocast dtype of every op; None = the weights' dtype
 
     @property
     def config(self):
         return _inner(self.hf).config
 
     def forward(self, op: str, *args, **kwargs):
+        if self.compute_dtype is None:
+            return self._run(op, *args, **kwargs)
+        device_type = next(self.hf.parameters()).device.type
+        with torch.autocast(device_type, dtype=self.compute_dtype):
+            return self._run(op, *args, **kwargs)
+
+    def _run(self, op: str, *args, **kwargs):
         inner = _inner(self.hf)
         if op == "image":
             return inner.model.get_image_features(*args, return_dict=True).pooler_output

@@ -1,7 +1,8 @@
 """Load policy, reference and processor from a local Qwen2.5-VL or Qwen2-VL checkpoint, offline.
 
 Attention: ``flash_attention_2`` only when flash-attn imports and CUDA is present, else ``sdpa``.
-Precision: bf16 on a CUDA device that supports it, fp32 on CPU.
+Precision: float32 master weights; forwards autocast to bf16 on a CUDA device that supports it
+(``model.compute_dtype``), plain fp32 on CPU. ``model.dtype=bfloat16`` trains bf16 weights instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class LoadedModel:
     reference: Any | None
     processor: Any
     model_type: str
+    compute_dtype: torch.dtype | None = None
 
 
 def pick_attention(requested: str, device: torch.device) -> str:
@@ -43,16 +45,31 @@ def pick_attention(requested: str, device: torch.device) -> str:
     return requested
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """Resolve ``model.dtype``: ``auto`` is bf16 on a CUDA device that supports it, else fp32."""
+    """Resolve ``model.dtype`` (the trained weights): ``auto`` keeps float32 master weights."""
+    if requested == "auto":
+        return torch.float32
+    if requested not in _DTYPES:
+        raise ValueError(f"model.dtype must be one of auto, {', '.join(_DTYPES)}; got {requested!r}")
+    return _DTYPES[requested]
+
+
+def pick_compute_dtype(requested: str, device: torch.device) -> torch.dtype | None:
+    """Resolve ``model.compute_dtype``: the autocast dtype of forwards, or None for plain float32.
+
+    ``auto`` is bf16 mixed precision on a CUDA device that supports it (fp32 master weights, bf16
+    matmuls), and off on CPU.
+    """
     if requested == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        return torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if requested not in table:
-        raise ValueError(f"model.dtype must be one of auto, {', '.join(table)}; got {requested!r}")
-    return table[requested]
+        return None
+    if requested not in _DTYPES:
+        raise ValueError(f"model.compute_dtype must be one of auto, {', '.join(_DTYPES)}; got {requested!r}")
+    return None if requested == "float32" else _DTYPES[requested]
 
 
 def check_checkpoint(path: str | Path) -> str:
@@ -91,6 +108,7 @@ def load_model(
     *,
     device: torch.device,
     dtype: str = "auto",
+    compute_dtype: str = "auto",
     attn_implementation: str = "auto",
     with_reference: bool = False,
     gradient_checkpointing: bool = False,
@@ -103,14 +121,15 @@ def load_model(
 
     model_type = check_checkpoint(path)
     torch_dtype = pick_dtype(dtype, device)
+    amp_dtype = pick_compute_dtype(compute_dtype, device)
     attn = pick_attention(attn_implementation, device)
 
-    def _load():
+    def _load(weights_dtype):
         return AutoModelForImageTextToText.from_pretrained(
-            str(path), dtype=torch_dtype, attn_implementation=attn, local_files_only=True
+            str(path), dtype=weights_dtype, attn_implementation=attn, local_files_only=True
         ).to(device)
 
-    policy = _load()
+    policy = _load(torch_dtype)
     policy.config.use_cache = False
     if gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -121,11 +140,11 @@ def load_model(
 
     reference = None
     if with_reference:
-        reference = _load()
+        reference = _load(amp_dtype or torch_dtype)  # frozen: no master copy needed
         reference.eval()
         reference.requires_grad_(False)
     processor = load_processor(path, min_pixels, max_pixels)
-    return LoadedModel(policy, reference, processor, model_type)
+    return LoadedModel(policy, reference, processor, model_type, amp_dtype)
 
 
 def vision_tower(model) -> torch.nn.Module:

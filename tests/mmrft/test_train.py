@@ -118,3 +118,17 @@ def test_lora_trains_only_the_adapters_and_saves_them(tmp_path, shapes_dir, tiny
     assert changed and changed <= trainable
     assert any("lora_B" in n for n in changed)  # B starts at zero: it moved, so the adapter learned
     assert (tmp_path / "run" / "final" / "adapter_config.json").is_file()
+
+
+def test_mixed_precision_keeps_fp32_master_weights(tmp_path, shapes_dir, tiny_model_dir):
+    """bf16 autocast compute (what `auto` picks on a GPU) with float32 weights, exercised on CPU."""
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "grpo.steps=2", "model.compute_dtype=bfloat16")
+    trainer = Trainer(cfg)
+    assert trainer.policy.compute_dtype == torch.bfloat16
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    trainer.run()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["grad_norm"] > 0 for r in rows if r.get("stage") == "grpo" and "loss" in r)
+    for n, p in trainer.policy.named_parameters():
+        assert p.dtype == torch.float32, n
+    assert sum(not torch.equal(before[n], p.detach()) for n, p in trainer.policy.named_parameters()) > 0
