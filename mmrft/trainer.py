@@ -261,8 +261,9 @@ class Trainer:
         if cfg.grpo.drop_zero_variance_groups:
             keep = ~zero_std.repeat_interleave(G)
             mask = mask * keep.to(mask.device)[:, None]
-        total_tokens = distributed.all_reduce_sum(mask.sum())
-        total_seqs = distributed.all_reduce_sum(keep.sum().float().to(info.device))
+        # clamped: when dynamic sampling drops every group the loss is 0, not 0/0
+        total_tokens = distributed.all_reduce_sum(mask.sum()).clamp(min=1.0)
+        total_seqs = distributed.all_reduce_sum(keep.sum().float().to(info.device)).clamp(min=1.0)
         advantages = advantages.to(info.device)
         temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         chunks = self._micro_chunks(pb.size, cfg.train.micro_batch_size // G)

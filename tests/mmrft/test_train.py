@@ -132,3 +132,18 @@ def test_mixed_precision_keeps_fp32_master_weights(tmp_path, shapes_dir, tiny_mo
     for n, p in trainer.policy.named_parameters():
         assert p.dtype == torch.float32, n
     assert sum(not torch.equal(before[n], p.detach()) for n, p in trainer.policy.named_parameters()) > 0
+
+
+def test_dynamic_sampling_with_no_signal_leaves_weights_alone(tmp_path, shapes_dir, tiny_model_dir):
+    constant = str(Path(__file__).with_name("reward_plugins.py")) + ":constant_reward"
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "grpo.steps=1", "grpo.drop_zero_variance_groups=true",
+               f"rewards=[{{name: '{constant}'}}]")  # fmt: skip
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    trainer.run()
+    (row,) = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x
+    ]
+    assert row["zero_std_frac"] == 1.0 and row["loss"] == 0.0 and row["grad_norm"] == 0.0
+    for n, p in trainer.policy.named_parameters():
+        assert torch.equal(before[n], p.detach()), n
