@@ -71,26 +71,11 @@ class Rollout:
     group_size: int
 
 
-def _video_inputs(samples: list[Sample]):
-    videos, metadata = [], []
-    for s in samples:
-        if s.video is not None:
-            from transformers.video_utils import VideoMetadata
-
-            clip = s.video
-            videos.append(clip.frames)
-            n = len(clip.timestamps)
-            metadata.append(
-                VideoMetadata(
-                    total_num_frames=n,
-                    fps=clip.fps,
-                    duration=clip.duration,
-                    frames_indices=list(range(n)),
-                    height=int(clip.frames.shape[1]),
-                    width=int(clip.frames.shape[2]),
-                )
-            )
-    return videos, metadata
+def _video_inputs(samples: list[Sample]) -> tuple[list, list[dict]]:
+    """Frames already sampled and resized by data_pipelines, with the ``video_metadata`` that tells the
+    processor their true timing (without it transformers assumes 24 fps and the time axis is wrong)."""
+    clips = [s.video for s in samples if s.video is not None]
+    return [c.frames for c in clips], [c.metadata for c in clips]
 
 
 def encode_prompts(

@@ -147,3 +147,27 @@ def test_dynamic_sampling_with_no_signal_leaves_weights_alone(tmp_path, shapes_d
     assert row["zero_std_frac"] == 1.0 and row["loss"] == 0.0 and row["grad_norm"] == 0.0
     for n, p in trainer.policy.named_parameters():
         assert torch.equal(before[n], p.detach()), n
+
+
+def test_video_temporal_grounding_trains_with_true_timestamps(tmp_path, tiny_model_dir):
+    """Video records reach the model with their sampled timing (second_per_grid_ts = 2 / fps) and train."""
+    from data_pipelines.synthetic.video import write_video_dataset
+    from mmrft.rollout import encode_prompts
+
+    train = write_video_dataset(tmp_path / "vid", n=4, seed=0, sample_fps=2.0, max_frames=8)
+    cfg = load_config(None, [
+        f"model.path={tiny_model_dir}", f"data.train_file={train}", f"data.eval_file={train}",
+        f"train.output_dir={tmp_path / 'run'}", "data.video_fps=2.0", "data.video_max_frames=8",
+        "rollout.group_size=2", "rollout.max_completion_length=6", "rollout.max_prompt_length=4096",
+        "train.prompts_per_step=2", "train.micro_batch_size=4", "grpo.steps=2", "eval.max_samples=2",
+        f"rewards=[{{name: '{PLUGIN}'}}, temporal_iou]", "train.progress_bar=false", "train.plot=false",
+    ])  # fmt: skip
+    trainer = Trainer(cfg)
+    sample = trainer.data.train[0]
+    # 6 s at 2 fps would be 12 frames; max_frames=8 spreads 8 over the 6 s: 4/3 frames per second
+    assert len(sample.video.timestamps) == 8 and sample.video.fps == pytest.approx(8 / 6)
+    pb = encode_prompts(trainer.policy, trainer.processor, [sample], 4096, torch.device("cpu"))
+    # temporal patch 2 / (4/3 fps) = 1.5 s per grid step: the sampled timing, never the 24 fps default
+    assert pb.second_per_grid_ts.tolist() == pytest.approx([1.5])
+    summary = trainer.run()
+    assert "reward/temporal_iou" in summary["eval_after"]
