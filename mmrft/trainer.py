@@ -423,7 +423,14 @@ class Trainer:
             "steps": {"sft": cfg.sft.steps, "grpo": cfg.grpo.steps},
             "world_size": self.info.world_size,
         }
+        skipped = {
+            name: dict(ds.skipped) for name, ds in vars(self.data).items() if ds is not None and ds.skipped
+        }
+        if skipped:  # data.on_bad_record=skip: what was left out, by reason (this rank's view)
+            summary["skipped_records"] = skipped
         if self.info.is_main:
+            for name, counts in skipped.items():
+                print(f"{name} data: {self.data.__dict__[name].skipped_summary()}")
             checkpoint.write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
             if cfg.train.plot:
                 plot_rewards(self.run_dir, self.run_dir / "reward_curve.png")

@@ -171,3 +171,19 @@ def test_video_temporal_grounding_trains_with_true_timestamps(tmp_path, tiny_mod
     assert pb.second_per_grid_ts.tolist() == pytest.approx([1.5])
     summary = trainer.run()
     assert "reward/temporal_iou" in summary["eval_after"]
+
+
+def test_skip_mode_trains_around_bad_records_and_reports_them(tmp_path, shapes_dir, tiny_model_dir, capsys):
+    lines = (shapes_dir / "classification_train.jsonl").read_text().splitlines()[:8]
+    bad = json.loads(lines[0])
+    bad["id"], bad["images"] = "broken-one", ["images/missing.png"]
+    corrupt = json.loads(lines[1])
+    corrupt["id"], corrupt["images"] = "corrupt-one", ["corrupt.png"]
+    (shapes_dir / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    mixed = shapes_dir / "mixed.jsonl"
+    mixed.write_text("\n".join([json.dumps(bad), json.dumps(corrupt), *lines[2:]]) + "\n")
+    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, f"data.train_file={mixed}", "data.on_bad_record=skip",
+               "grpo.steps=2", "train.prompts_per_step=8", "rollout.group_size=2", "train.micro_batch_size=16")  # fmt: skip
+    summary = train(cfg)
+    assert summary["skipped_records"]["train"] == {"missing_file": 1, "corrupt_image": 1}
+    assert "train data: skipped 2 record(s)" in capsys.readouterr().out
