@@ -429,8 +429,8 @@ class Trainer:
         if skipped:  # data.on_bad_record=skip: what was left out, by reason (this rank's view)
             summary["skipped_records"] = skipped
         if self.info.is_main:
-            for name, counts in skipped.items():
-                print(f"{name} data: {self.data.__dict__[name].skipped_summary()}")
+            for name in skipped:
+                print(f"{name} data: {getattr(self.data, name).skipped_summary()}")
             checkpoint.write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
             if cfg.train.plot:
                 plot_rewards(self.run_dir, self.run_dir / "reward_curve.png")
