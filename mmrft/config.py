@@ -83,7 +83,11 @@ class DataConfig:
     min_pixels: int = _f(4 * 28 * 28, "Smallest image area after smart-resize.")
     max_pixels: int = _f(1280 * 28 * 28, "Largest image area after smart-resize.")
     video_fps: float = _f(2.0, "Frames per second sampled from videos.")
+    video_min_frames: int = _f(4, "Fewest frames sampled from one video.")
     video_max_frames: int = _f(32, "Most frames sampled from one video.")
+    video_min_pixels: int = _f(128 * 28 * 28, "Smallest frame area after resize (qwen-vl-utils: 128 tokens).")
+    video_max_pixels: int = _f(768 * 28 * 28, "Largest frame area after resize (qwen-vl-utils: 768 tokens).")
+    video_total_pixels: int = _f(3584 * 28 * 28, "Pixel budget of all sampled frames of a video together.")
     on_bad_record: str = _f(
         "error", "error: stop naming the record; skip: skip and count.", ("error", "skip")
     )
@@ -314,6 +318,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"grpo.num_iterations: must be >= 1, got {cfg.grpo.num_iterations}")
     if cfg.grpo.loss_aggregation == "seq_mean_token_sum_norm" and cfg.rollout.max_completion_length < 1:
         raise ConfigError("rollout.max_completion_length must be >= 1 for seq_mean_token_sum_norm")
+    d = cfg.data
+    if not 2 <= d.video_min_frames <= d.video_max_frames:
+        raise ConfigError(
+            f"data.video_min_frames={d.video_min_frames} and data.video_max_frames={d.video_max_frames}: "
+            "need 2 <= video_min_frames <= video_max_frames"
+        )
+    if not 0 < d.min_pixels <= d.max_pixels:
+        raise ConfigError(f"data.min_pixels={d.min_pixels} must be > 0 and <= data.max_pixels={d.max_pixels}")
     if not cfg.rewards:
         raise ConfigError("rewards: at least one reward is needed")
     for k in ("prompts_per_step",):

@@ -31,7 +31,11 @@ def vision_spec(cfg) -> VisionSpec:
         min_pixels=cfg.data.min_pixels,
         max_pixels=cfg.data.max_pixels,
         video_fps=cfg.data.video_fps,
-        video_max_frames=max(cfg.data.video_max_frames, 4),
+        video_min_frames=cfg.data.video_min_frames,
+        video_max_frames=cfg.data.video_max_frames,
+        video_min_pixels=cfg.data.video_min_pixels,
+        video_max_pixels=cfg.data.video_max_pixels,
+        video_total_pixels=cfg.data.video_total_pixels,
     )
 
 

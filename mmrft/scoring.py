@@ -81,10 +81,19 @@ def columns_for(samples: list[Sample]) -> dict[str, list[Any]]:
         "solution": [s.solution for s in samples],
         "task": [s.task for s in samples],
         "coord_space": [s.coord_space for s in samples],
-        "image_size": [s.images[0].size if s.images else None for s in samples],
+        "image_size": [_frame_size(s) for s in samples],
         "id": [s.id for s in samples],
     }
     extra_keys = sorted({k for s in samples for k in s.columns} - set(cols))
     for k in extra_keys:
         cols[k] = [s.columns.get(k) for s in samples]
     return cols
+
+
+def _frame_size(sample: Sample) -> tuple[int, int] | None:
+    """(width, height) of what the model saw: the first image, else the video's frames."""
+    if sample.images:
+        return sample.images[0].size
+    if sample.video is not None and sample.video.frames.ndim == 4:
+        return int(sample.video.frames.shape[2]), int(sample.video.frames.shape[1])
+    return None

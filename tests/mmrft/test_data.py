@@ -43,3 +43,20 @@ def test_sample_seeds_differ_per_position_and_fit_a_generator():
     seeds = {sample_seed(0, p) for p in range(1000)}
     assert len(seeds) == 1000
     torch.Generator().manual_seed(max(seeds))
+
+
+def test_reward_columns_give_the_frame_size_the_model_saw():
+    import numpy as np
+    from PIL import Image
+
+    from data_pipelines.sample import VideoClip
+    from mmrft.scoring import columns_for
+
+    img = _s("grounding", {"box": [1, 2, 3, 4]})
+    img.images = [Image.new("RGB", (224, 112))]
+    vid = _s("tracking", {"boxes": []})
+    vid.video = VideoClip(
+        frames=np.zeros((4, 168, 336, 3), np.uint8), timestamps=[0, 1, 2, 3], fps=1.0, duration=4
+    )
+    text = _s("classification", {"label": "a"})
+    assert columns_for([img, vid, text])["image_size"] == [(224, 112), (336, 168), None]
