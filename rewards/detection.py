@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
-from rewards.boxes import Box, gt_box, parse_boxes
+from rewards.boxes import Box, clean_boxes, fast_parse, gt_box, parse_boxes
 from rewards.columns import column, completion_text, frame_size, resolve_device, solutions
 from rewards.matching import MODES, BadGroundTruth, GtBox, PredBox, score_detections
-from rewards.parsing import extract_answer, normalize_label, synonym_table
+from rewards.parsing import extract_answer, fast_answer, normalize_label, synonym_table
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
 
@@ -78,8 +79,95 @@ class _LabelIds:
         return found
 
 
+_SEQUENCES = frozenset({list, tuple})
+_FOUR = frozenset({4})
+
+
 def _bad_gt(record: Any, j: int, box: Any) -> ValueError:
     return ValueError(f"detection: record {record!r}: solution box {j} must be 4 finite numbers, got {box!r}")
+
+
+def _parse_predictions(
+    texts: list[str],
+    frames: list[tuple[float, float] | None],
+    max_boxes: int,
+    label_id: _LabelIds,
+    counter: MetricCounter,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every completion's predictions, canonically ordered: (boxes [B, L, 6], counts [B], failed [B]).
+
+    Rows are ``(x1, y1, x2, y2, label_id, confidence)`` (confidence 1.0 when not given) padded with
+    zeros, L = max(1, most boxes). Answers in the common well-formed shapes go through the batch fast
+    path (:func:`rewards.parsing.fast_answer`, :func:`rewards.boxes.fast_parse`,
+    :func:`rewards.boxes.clean_boxes`, one sort for all), the rest through :func:`parse_boxes` one by
+    one; both give the same rows (``tests/rewards/test_detection_fastpath.py``).
+    """
+    b_total = len(texts)
+    fast = fast_parse([fast_answer(t) for t in texts])
+    counts = np.asarray(fast.counts, dtype=np.int64)  # -1: not taken by the fast path
+    failed = np.zeros(b_total, dtype=bool)
+    slow_rows: dict[int, list[PredBox]] = {}
+    for b in np.flatnonzero(counts < 0).tolist():
+        parsed = parse_boxes(extract_answer(texts[b]).text, frames[b], max_boxes=max_boxes)
+        if parsed.ok:
+            row = [
+                (x.x1, x.y1, x.x2, x.y2, label_id(x.label), 1.0 if x.score is None else x.score)
+                for x in canonical_order(parsed.boxes)
+            ]
+            counter.add("invalid_box", parsed.invalid)
+            counter.add("fixed_box", parsed.fixed)
+            counter.add("unlabeled_box", sum(r[4] < 0 for r in row) - parsed.invalid)
+        else:  # scored 0; still batched so that its ground truth is checked like every other
+            counter.add("too_many_boxes" if parsed.failure == "too_many_boxes" else "parse_fail")
+            row = []
+            failed[b] = True
+        slow_rows[b] = row
+        counts[b] = len(row)
+    # fast path: drop answers with too many boxes, then make_box, labels and canonical order on arrays
+    taken = np.asarray(fast.counts, dtype=np.int64)
+    item = np.repeat(np.arange(b_total), np.maximum(taken, 0))  # [T] answer of each box
+    too_many = taken > max_boxes
+    if too_many.any():
+        counter.add("too_many_boxes", int(too_many.sum()))
+        failed |= too_many
+        counts[too_many] = 0
+    keep = ~too_many[item]
+    inf = float("inf")
+    wh = np.array([f if f is not None else (inf, inf) for f in frames], dtype=np.float64).reshape(-1, 2)
+    item = item[keep]
+    xyxy, conf, valid, fixed = clean_boxes(fast.coords[keep], fast.scores[keep], wh[item, 0], wh[item, 1])
+    raw_labels = fast.labels if keep.all() else [lab for lab, k in zip(fast.labels, keep.tolist()) if k]
+    ids: dict[str | None, int] = {None: -1}
+    keys: dict[str | None, str] = {None: ""}
+    for raw in set(raw_labels):
+        if raw is not None:
+            norm = normalize_label(raw) or None
+            ids[raw], keys[raw] = label_id(norm), norm or ""
+    rank = {key: r for r, key in enumerate(sorted(set(keys.values())))}
+    lab = np.fromiter(map(ids.__getitem__, raw_labels), dtype=np.int64, count=len(raw_labels))
+    lab_rank = np.fromiter((rank[keys[r]] for r in raw_labels), dtype=np.int64, count=len(raw_labels))
+    lab = np.where(valid, lab, -1)
+    lab_rank = np.where(valid, lab_rank, rank[""])
+    conf_row = np.where(np.isnan(conf), 1.0, conf)
+    n_invalid = int((~valid).sum())
+    counter.add("invalid_box", n_invalid)
+    counter.add("fixed_box", int(fixed.sum()))
+    counter.add("unlabeled_box", int((lab < 0).sum()) - n_invalid)
+    # canonical_order within each answer: valid first, confidence descending, coordinates, label
+    order = np.lexsort((lab_rank, xyxy[:, 3], xyxy[:, 2], xyxy[:, 1], xyxy[:, 0], -conf_row, ~valid, item))
+    length = max(1, int(counts.max(initial=0)))
+    out = np.zeros((b_total, length, 6), dtype=np.float64)
+    if len(order):
+        item = item[order]
+        first = np.searchsorted(item, item, side="left")  # index of each answer's first box
+        slot = np.arange(len(item)) - first
+        out[item, slot, :4] = xyxy[order]
+        out[item, slot, 4] = lab[order]
+        out[item, slot, 5] = conf_row[order]
+    for b, row in slow_rows.items():
+        if row:
+            out[b, : len(row)] = np.asarray(row, dtype=np.float64)
+    return out, counts, failed
 
 
 @register_reward("detection")
@@ -108,11 +196,10 @@ def detection(
     )
     out: list[float | None] = [None] * n
     idx: list[int] = []
-    preds: list[list[PredBox]] = []
+    texts: list[str] = []
     gts: list[list[GtBox]] = []
     agnostic: list[bool] = []
     frames: list[tuple[float, float] | None] = []
-    failed: set[int] = set()
     for i, (completion, sol) in enumerate(zip(completions, sols)):
         if not is_detection_record(sol, tasks[i]):
             continue
@@ -122,38 +209,40 @@ def detection(
             raise ValueError(
                 f"detection: record {ids[i]!r}: solution has {len(gt_boxes)} boxes but {len(gt_labels)} labels"
             )
-        bad = [j for j, b in enumerate(gt_boxes) if not isinstance(b, (list, tuple)) or len(b) != 4]
-        if bad:
-            raise _bad_gt(ids[i], bad[0], gt_boxes[bad[0]])
+        if not (set(map(type, gt_boxes)) <= _SEQUENCES and set(map(len, gt_boxes)) <= _FOUR):
+            bad = [j for j, b in enumerate(gt_boxes) if not isinstance(b, (list, tuple)) or len(b) != 4]
+            if bad:
+                raise _bad_gt(ids[i], bad[0], gt_boxes[bad[0]])
         # raw here; reordered, clipped and checked for finiteness on the tensor (score_detections)
         if gt_labels is None:
             gt_row = [(b[0], b[1], b[2], b[3], -1) for b in gt_boxes]
         else:
-            gt_row = [(b[0], b[1], b[2], b[3], label_id(lab)) for b, lab in zip(gt_boxes, gt_labels)]
-        out[i] = 0.0
-        parsed = parse_boxes(extract_answer(completion_text(completion)).text, frame, max_boxes=max_boxes)
-        if parsed.ok:
-            row = [
-                (b.x1, b.y1, b.x2, b.y2, label_id(b.label), 1.0 if b.score is None else b.score)
-                for b in canonical_order(parsed.boxes)
+            known = label_id.raw  # labels seen before: their ids without a call
+            gt_row = [
+                (b[0], b[1], b[2], b[3], known[lab] if type(lab) is str and lab in known else label_id(lab))
+                for b, lab in zip(gt_boxes, gt_labels)
             ]
-            counter.add("invalid_box", parsed.invalid)
-            counter.add("fixed_box", parsed.fixed)
-            counter.add("unlabeled_box", sum(r[4] < 0 for r in row) - parsed.invalid)
-        else:  # scored 0 below; still batched so that its ground truth is checked like every other
-            counter.add("too_many_boxes" if parsed.failure == "too_many_boxes" else "parse_fail")
-            row = []
-            failed.add(i)
+        out[i] = 0.0
         idx.append(i)
+        texts.append(completion_text(completion))
         frames.append(frame)
         agnostic.append(gt_labels is None)
         gts.append(gt_row)
-        preds.append(row)
     if idx:
+        pred_boxes, counts, failed = _parse_predictions(texts, frames, max_boxes, label_id, counter)
         dev = resolve_device(device)
         try:
             scores, dups = score_detections(
-                preds, gts, agnostic, score, iou_threshold, dedup_iou, confidence_weight, dev, frames
+                [],
+                gts,
+                agnostic,
+                score,
+                iou_threshold,
+                dedup_iou,
+                confidence_weight,
+                dev,
+                frames,
+                padded_preds=(pred_boxes, counts),
             )
         except BadGroundTruth as e:
             raise _bad_gt(ids[idx[e.item]], e.box, sols[idx[e.item]]["boxes"][e.box]) from None
@@ -164,8 +253,8 @@ def detection(
                         raise _bad_gt(ids[i], j, b) from None
             raise
         counter.add("duplicates", int(dups.sum()))
-        for i, v in zip(idx, scores.tolist()):
-            out[i] = 0.0 if i in failed else float(v)
+        for b, (i, v) in enumerate(zip(idx, scores.tolist())):
+            out[i] = 0.0 if failed[b] else float(v)
     return counter.scores(out, columns, "detection")
 
 

@@ -130,18 +130,25 @@ def score_detections(
     confidence_weight: float = 0.0,
     device: torch.device | None = None,
     gt_frames: Sequence[tuple[float, float] | None] | None = None,
+    padded_preds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Score B completions at once (see module doc).
 
     With ``gt_frames`` (per item, (W, H) or None) the ground-truth boxes are taken raw and cleaned here
     on the tensor like :func:`rewards.boxes.gt_box` does one by one: corners reordered, clipped to
     ``[0, W] x [0, H]``; a non-finite one raises :class:`BadGroundTruth`. Without it they must already
-    be clean. Returns (scores [B] float64 in [0, 1], n_duplicates [B] long) on ``device``.
+    be clean. ``padded_preds`` (boxes [B, L, 6] float64 zero-padded, counts [B]) replaces ``preds``
+    when given: the same boxes already packed as :func:`rewards.geometry.pad_boxes` packs them. Returns (scores [B] float64 in [0, 1], n_duplicates [B] long) on ``device``.
     """
     if mode not in MODES:
         raise ValueError(f"detection: score must be one of {MODES}, got {mode!r}")
     device = device or torch.device("cpu")
-    pb, pmask = pad_boxes(preds, device, width=6)  # [B, N, 6], [B, N]
+    if padded_preds is None:
+        pb, pmask = pad_boxes(preds, device, width=6)  # [B, N, 6], [B, N]
+    else:
+        boxes, counts = padded_preds
+        pb = torch.from_numpy(boxes).to(device)  # [B, N, 6]
+        pmask = torch.from_numpy(np.arange(boxes.shape[1])[None, :] < counts[:, None]).to(device)  # [B, N]
     gb, gmask = pad_boxes(gts, device, width=5)  # [B, M, 5], [B, M]
     if gt_frames is not None:
         gb = torch.cat([_clean_boxes(gb[..., :4], gmask, gt_frames), gb[..., 4:]], dim=-1)

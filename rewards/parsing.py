@@ -83,6 +83,35 @@ def extract_answer(completion: str) -> Answer:
     return Answer(body[:MAX_ANSWER_CHARS], False, "") if body else Answer(None, False, "empty")
 
 
+def fast_answer(completion: str) -> str | None:
+    """The answer of the common well-formed shapes, exactly as :func:`extract_answer` gives it, or None.
+
+    A fast path for batches: it handles only completions whose every ``<`` opens one of the expected
+    lowercase tags, in the order ``[<think>...</think>]<answer>...</answer>``, or that contain no ``<``
+    at all, and returns None (not sure: call :func:`extract_answer`) for anything else, including
+    failures. Where it returns a string, that string equals ``extract_answer(completion).text``.
+    """
+    if type(completion) is not str:
+        return None
+    n = completion.count("<")
+    if n == 0:  # no template token, no tag: the answer is the whole (stripped) completion
+        body = completion.strip()
+    elif n == 2 or n == 4:
+        d = completion.find("<answer>")
+        e = completion.find("</answer>", d + 8)
+        if d < 0 or e < 0:
+            return None
+        if n == 4:  # the only other two '<' must open <think> ... </think>, before the answer
+            a = completion.find("<think>")
+            b = completion.find("</think>", a + 7)
+            if a < 0 or b < 0 or b + 8 > d:
+                return None
+        body = completion[d + 8 : e].strip()
+    else:
+        return None
+    return body if body and len(body) <= MAX_ANSWER_CHARS else None
+
+
 def strip_code_fence(text: str) -> str:
     """The body of a Markdown code fence (```json ... ```) when ``text`` is one, else ``text``."""
     m = _FENCE.match(text.strip())
