@@ -87,6 +87,26 @@ def _bad_gt(record: Any, j: int, box: Any) -> ValueError:
     return ValueError(f"detection: record {record!r}: solution box {j} must be 4 finite numbers, got {box!r}")
 
 
+def _canonical_order(
+    item: np.ndarray, valid: np.ndarray, conf: np.ndarray, xyxy: np.ndarray, rank: np.ndarray
+):
+    """:func:`canonical_order` for many answers at once: a stable sort of the flat boxes by (answer,
+    invalid, -confidence, x1, y1, x2, y2, label rank). Sorted on the first three keys, then only the
+    runs that tie there (duplicates, missing confidences) on the rest."""
+    k1 = item * 2 + ~valid  # answer, then valid first
+    neg = -conf
+    order = np.lexsort((neg, k1))
+    a, c = k1[order], neg[order]
+    tie = (a[1:] == a[:-1]) & (c[1:] == c[:-1])
+    if tie.any():
+        group = np.cumsum(np.concatenate(([True], ~tie))) - 1  # [T] tie group of each sorted position
+        pos = np.flatnonzero(np.bincount(group)[group] > 1)  # positions in groups of two or more
+        sub = order[pos]
+        x = xyxy[sub]
+        order[pos] = sub[np.lexsort((rank[sub], x[:, 3], x[:, 2], x[:, 1], x[:, 0], group[pos]))]
+    return order
+
+
 def _parse_predictions(
     texts: list[str],
     frames: list[tuple[float, float] | None],
@@ -154,7 +174,7 @@ def _parse_predictions(
     counter.add("fixed_box", int(fixed.sum()))
     counter.add("unlabeled_box", int((lab < 0).sum()) - n_invalid)
     # canonical_order within each answer: valid first, confidence descending, coordinates, label
-    order = np.lexsort((lab_rank, xyxy[:, 3], xyxy[:, 2], xyxy[:, 1], xyxy[:, 0], -conf_row, ~valid, item))
+    order = _canonical_order(item, valid, conf_row, xyxy, lab_rank)
     length = max(1, int(counts.max(initial=0)))
     out = np.zeros((b_total, length, 6), dtype=np.float64)
     if len(order):

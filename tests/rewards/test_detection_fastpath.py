@@ -354,3 +354,58 @@ def test_metrics_and_scores_match_with_fast_path_off(monkeypatch):
         assert list(fast_shuffled) == list(slow_shuffled)
         assert fast_shuffled.metrics == slow_shuffled.metrics
         assert sorted(fast) == sorted(fast_shuffled)
+
+
+def test_canonical_order_ties(monkeypatch):
+    """Boxes that tie on confidence (or on everything but one coordinate or the label) keep the
+    per-string canonical order exactly."""
+    rng = random.Random(6)
+    completions = []
+    for _ in range(400):
+        base = [rng.choice([0, 10, 10.0, -0.0]) for _ in range(4)]
+        entries = []
+        for _ in range(rng.randint(1, 12)):
+            box = list(base)
+            box[rng.randrange(4)] = rng.choice([0, 5, 10, 20, -0.0, 700])
+            e = {"bbox_2d": box, "label": rng.choice(["dog", "Dog", "cat", "", "a dog"])}
+            if rng.random() < 0.5:
+                e["score"] = rng.choice([0.5, 1, 2, -1, 0.0, -0.0])
+            entries.append(e)
+        keys = list(entries[0])
+        entries = [{k: e.get(k, 0.5) for k in keys} for e in entries]
+        completions.append(f"<answer>{json.dumps(entries)}</answer>")
+    sols = [{"boxes": [[0, 0, 10, 10], [5, 5, 20, 20]], "labels": ["dog", "cat"]} for _ in completions]
+    cols = dict(solution=sols, task=["detection"] * len(sols), image_size=[FRAME] * len(sols))
+    det = rewards.get("detection")
+    assert all(k >= 0 for k in fast_parse([extract_answer(c).text for c in completions]).counts)
+    for params in ({}, {"score": "f1"}, {"confidence_weight": 0.7, "dedup_iou": 0.5}):
+        fast = det(completions, **cols, **params)
+        with monkeypatch.context() as m:
+            m.setattr("rewards.detection.fast_answer", lambda text: None)
+            slow = det(completions, **cols, **params)
+        assert list(fast) == list(slow)
+        assert fast.metrics == slow.metrics
+    # and the rows themselves, bit for bit (order, sign of zero, label ids, confidences)
+    from rewards import detection as D
+    from rewards.result import MetricCounter
+
+    texts = completions + [f"<answer>{a}</answer>" for a in _answers(7, 500)]
+    frames = [FRAME] * len(texts)
+
+    def rows():
+        counter = MetricCounter("parse_fail", "too_many_boxes", "invalid_box", "fixed_box", "unlabeled_box")
+        ids = _LabelIds({})
+        boxes, counts, failed = D._parse_predictions(texts, frames, 100, ids, counter)
+        names = {v: k for k, v in ids.ids.items()} | {-1: None}  # ids are numbered as met: compare names
+        labels = [[names[int(v)] for v in row[:k, 4]] for row, k in zip(boxes, counts)]
+        return (
+            boxes[..., [0, 1, 2, 3, 5]].tobytes(),
+            labels,
+            counts.tolist(),
+            failed.tolist(),
+            counter._counts,
+        )
+
+    fast_rows = rows()
+    monkeypatch.setattr("rewards.detection.fast_answer", lambda text: None)
+    assert fast_rows == rows()
