@@ -110,7 +110,7 @@ def _fmt(v: float) -> str:
 def answer_text(sample: Sample) -> str:
     """The reference answer of a record, in the form its reward parses (model frame)."""
     sol = sample.solution
-    if sample.task == "classification" or "label" in sol and sample.task not in ("detection",):
+    if sample.task == "classification" or ("label" in sol and sample.task != "detection"):
         return str(sol["label"])
     if sample.task == "counting":
         return str(int(sol["count"]))
