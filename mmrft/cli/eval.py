@@ -13,18 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-# The reward that scores each task when no --config names rewards (docs/eval.md).
-TASK_REWARDS = {
-    "classification": "accuracy",
-    "counting": "counting",
-    "grounding": "iou",
-    "detection": "detection",
-    "temporal_grounding": "temporal_iou",
-    "tracking": "tracking",
-    "chart_to_code": "chart_render",
-}
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "eval",
@@ -64,16 +52,6 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_rewards(data: str) -> list[str]:
-    """Each task's reward for the tasks in ``data`` (used when no config names rewards)."""
-    from data_pipelines.dataset import read_jsonl
-
-    records, _ = read_jsonl(data)
-    tasks = dict.fromkeys(r.get("task") for r in records if isinstance(r, dict))
-    names = [TASK_REWARDS[t] for t in tasks if t in TASK_REWARDS]
-    return list(dict.fromkeys(names)) or ["accuracy"]
-
-
 def run(args: argparse.Namespace) -> int:
     if args.overrides[:1] == ["compare"]:
         return _compare(args)
@@ -107,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and not any(o.startswith("rewards=") for o in overrides):
         from mmrft.config import RewardSpec
 
-        cfg.rewards = [RewardSpec(name) for name in _task_rewards(cfg.data.eval_file)]
+        from mmrft.evaluation.runner import default_rewards
+
+        cfg.rewards = [RewardSpec(name) for name in default_rewards(cfg.data.eval_file)]
     if not args.predictions and not cfg.model.path:
         return _fail("--model: give the checkpoint directory to generate with (or --predictions FILE)")
     from data_pipelines.records import RecordError

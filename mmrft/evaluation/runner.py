@@ -17,6 +17,27 @@ from mmrft.evaluation.report import EvalReport, read_predictions
 from mmrft.scoring import RewardStack
 
 
+# The reward that scores each task when no config names rewards (docs/eval.md).
+TASK_REWARDS = {
+    "classification": "accuracy",
+    "counting": "counting",
+    "grounding": "iou",
+    "detection": "detection",
+    "temporal_grounding": "temporal_iou",
+    "tracking": "tracking",
+    "chart_to_code": "chart_render",
+}
+
+
+def default_rewards(data: str | Path) -> list[str]:
+    """Each task's own reward, for the tasks in the JSONL ``data`` (when no config names rewards)."""
+    from data_pipelines.dataset import read_jsonl
+
+    records, _ = read_jsonl(data)
+    tasks = dict.fromkeys(r.get("task") for r in records if isinstance(r, dict))
+    return list(dict.fromkeys(TASK_REWARDS[t] for t in tasks if t in TASK_REWARDS)) or ["accuracy"]
+
+
 def decoding_of(cfg) -> Decoding:
     """The evaluation decoding a config asks for (``eval.*``; new tokens from ``rollout``)."""
     d = Decoding(
