@@ -161,7 +161,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_samples: int = _f(500, "Held-out records the trainer evaluates (first N); `mmrft eval` takes --limit.")
+    max_samples: int = _f(
+        500, "Held-out records the trainer evaluates (first N); `mmrft eval` takes --limit."
+    )
     batch_size: int = _f(32, "Prompts per evaluation batch.")
     temperature: float = _f(0.0, "Evaluation sampling temperature (0 = greedy).")
     k: int = _f(1, "Completions per record (K > 1 samples at eval.temperature > 0 and reports pass@K).")

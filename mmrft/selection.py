@@ -110,7 +110,9 @@ def sample_pass_rates(
     k: int, temperature: float, seed: int, pass_threshold: float, progress: bool = False,
 ) -> FilterResult:  # fmt: skip
     """Sample ``k`` answers per record of ``dataset`` and score them (collective under torchrun)."""
-    decoding = Decoding(k, temperature, cfg.rollout.top_p, cfg.rollout.top_k, cfg.rollout.max_completion_length, seed)
+    decoding = Decoding(
+        k, temperature, cfg.rollout.top_p, cfg.rollout.top_k, cfg.rollout.max_completion_length, seed
+    )
     decoding.check()
     scorer = Scorer(stack, ParseOptions.from_rewards(cfg.rewards), pass_threshold)
     local, tally = collect_generated(
@@ -145,7 +147,11 @@ def _rebase(rec: dict[str, Any], src_dir: Path, out_dir: Path) -> dict[str, Any]
 
 
 def write_selection(
-    data: str | Path, result: FilterResult, band: tuple[float, float], out: str | Path, unsolved: str | Path | None
+    data: str | Path,
+    result: FilterResult,
+    band: tuple[float, float],
+    out: str | Path,
+    unsolved: str | Path | None,
 ) -> FilterResult:
     """Write the kept records (and the unsolved ones) with their pass rates; returns ``result`` with
     ``kept`` / ``unsolved`` filled in."""
@@ -166,7 +172,12 @@ def write_selection(
             for rid in ids:
                 d = info[rid]
                 rec = _rebase(by_id[rid], data.parent, path.parent)
-                rec = {**rec, "pass_rate": d.pass_rate, "mean_reward": d.mean_reward, "pass_samples": d.samples}
+                rec = {
+                    **rec,
+                    "pass_rate": d.pass_rate,
+                    "mean_reward": d.mean_reward,
+                    "pass_samples": d.samples,
+                }
                 f.write(json.dumps(rec) + "\n")
 
     write(Path(out), result.kept)
@@ -200,9 +211,9 @@ def run_filter(
     """``mmrft data filter``: load ``model.path`` and ``data``, sample, score, write (rank 0).
     task_rewards: score with each task's own reward instead of ``cfg.rewards``."""
     from data_pipelines.dataset import JsonlDataset
-    from mmrft.evaluation.runner import default_rewards
     from mmrft.config import RewardSpec
     from mmrft.data import vision_spec
+    from mmrft.evaluation.runner import default_rewards
     from mmrft.models.forward import VLMOps
     from mmrft.models.loading import load_model
 

@@ -171,7 +171,6 @@ def register(subparsers) -> None:
     p.add_argument("--video-min-pixels", type=int, default=128 * 28 * 28, help="per-frame minimum for video")
     p.set_defaults(func=_preview)
 
-
     p = sub.add_parser(
         "filter", help="keep the records a model solves sometimes: pass rate under K samples in a band"
     )
@@ -182,12 +181,21 @@ def register(subparsers) -> None:
     p.add_argument("--keep", default="0.1:0.9", help="pass-rate band LO:HI kept, inclusive (default 0.1:0.9)")
     p.add_argument("--unsolved", default=None, help="also write the never-solved records (pass rate 0) here")
     p.add_argument("--config", default=None, help="YAML recipe: its rewards, rollout sampling and batch size")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (rollout.temperature)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (train.seed); same seed, same result")
     p.add_argument(
-        "--pass-threshold", type=float, default=None, help="share of the best total reward that passes (eval.pass_threshold)"
+        "--temperature", type=float, default=None, help="sampling temperature (rollout.temperature)"
     )
-    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. rewards=[iou] eval.batch_size=8")
+    p.add_argument(
+        "--seed", type=int, default=None, help="sampling seed (train.seed); same seed, same result"
+    )
+    p.add_argument(
+        "--pass-threshold",
+        type=float,
+        default=None,
+        help="share of the best total reward that passes (eval.pass_threshold)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="dotted config overrides, e.g. rewards=[iou] eval.batch_size=8"
+    )
     p.set_defaults(func=_filter)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+
 def register(sub) -> None:
     p = sub.add_parser(
         "eval",
@@ -20,8 +21,12 @@ def register(sub) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", default=None, help="YAML recipe whose rewards, data and eval settings are used.")
-    p.add_argument("--model", default=None, help="Checkpoint directory to generate with (overrides model.path).")
+    p.add_argument(
+        "--config", default=None, help="YAML recipe whose rewards, data and eval settings are used."
+    )
+    p.add_argument(
+        "--model", default=None, help="Checkpoint directory to generate with (overrides model.path)."
+    )
     p.add_argument("--data", default=None, help="Records to evaluate on (overrides data.eval_file).")
     p.add_argument("--predictions", default=None, help='JSONL of {"id", "completion"} lines made elsewhere.')
     p.add_argument("--k", type=int, default=None, help="Completions per record (eval.k; pass@K).")
@@ -61,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.model and args.predictions:
-        return _fail("give --model (generate here) or --predictions (score completions made elsewhere), not both")
+        return _fail(
+            "give --model (generate here) or --predictions (score completions made elsewhere), not both"
+        )
     if args.model:
         overrides += [f"model.path={args.model}", "model.tiny=null"]
     elif args.predictions and args.config is None and not any(o.startswith("model.") for o in overrides):
@@ -84,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--limit: must be >= 1, got {args.limit}")
     if args.config is None and not any(o.startswith("rewards=") for o in overrides):
         from mmrft.config import RewardSpec
-
         from mmrft.evaluation.runner import default_rewards
 
         cfg.rewards = [RewardSpec(name) for name in default_rewards(cfg.data.eval_file)]

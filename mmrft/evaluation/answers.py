@@ -127,7 +127,9 @@ class Prediction:
         elif self.task == "temporal_grounding":
             out["segment"] = list(self.segment) if self.segment is not None else None
         elif self.task == "tracking":
-            out["track"] = None if self.track is None else [None if b is None else asdict(b) for b in self.track]
+            out["track"] = (
+                None if self.track is None else [None if b is None else asdict(b) for b in self.track]
+            )
         elif self.task == "chart_to_code":
             out["code"] = self.code
         return out

@@ -82,7 +82,11 @@ def _encode(model, processor, samples, max_prompt_length, device):
     if not samples:
         return None, [], {}
     try:
-        return encode_prompts(model, processor, samples, max_prompt_length, device), list(range(len(samples))), {}
+        return (
+            encode_prompts(model, processor, samples, max_prompt_length, device),
+            list(range(len(samples))),
+            {},
+        )
     except ValueError:
         good, bad = [], {}
         for b, s in enumerate(samples):

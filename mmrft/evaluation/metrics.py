@@ -46,7 +46,9 @@ def box_iou(a: list[float] | None, b: list[float] | None) -> float:
     """IoU of two xyxy boxes (0 when either is missing), by the rewards' geometry."""
     if a is None or b is None:
         return 0.0
-    return float(paired_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0])
+    return float(
+        paired_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0]
+    )
 
 
 def _segment_iou(pred: tuple[float, float] | None, solution: dict[str, Any]) -> float:
@@ -121,7 +123,11 @@ def _per_k(task: str, values: list[dict]) -> dict[str, float | None]:
         return out
     if task == "counting":
         errs = [v["abs_error"] for v in values if v.get("abs_error") is not None]
-        return {"accuracy": _mean([v["correct"] for v in values]), "MAE": _mean(errs), "MAE_records": float(len(errs))}
+        return {
+            "accuracy": _mean([v["correct"] for v in values]),
+            "MAE": _mean(errs),
+            "MAE_records": float(len(errs)),
+        }
     if task == "grounding":
         ious = [v["iou"] for v in values]
         return {"Acc@0.5": _mean([float(x >= 0.5 - TOL) for x in ious]), "mIoU": _mean(ious)}

@@ -60,7 +60,11 @@ class RecordResult:
         out["parsed"] = [p.to_json() for p in self.predictions]
         scores = []
         for k in range(len(self.completions)):
-            row: dict[str, Any] = {"reward": self.total[k], "rewards": self.rewards[k], "pass": self.passed[k]}
+            row: dict[str, Any] = {
+                "reward": self.total[k],
+                "rewards": self.rewards[k],
+                "pass": self.passed[k],
+            }
             row.update(self.values[k])
             if self.tokens is not None:
                 row["tokens"] = self.tokens[k]
@@ -71,7 +75,9 @@ class RecordResult:
 
 def failed_result(index: int, record: dict[str, Any], status: str, error: str = "") -> RecordResult:
     """A record that has no completions to score (``status`` says why)."""
-    return RecordResult(index, str(record["id"]), record["task"], status, error, dict(record.get("solution") or {}))
+    return RecordResult(
+        index, str(record["id"]), record["task"], status, error, dict(record.get("solution") or {})
+    )
 
 
 @dataclass
@@ -115,14 +121,20 @@ class Scorer:
     def names(self) -> list[str]:
         return list(self.stack.names)
 
-    def _chart_scores(self, texts: list[str], samples: list[Sample], scored) -> tuple[list[float], ChartTally]:
+    def _chart_scores(
+        self, texts: list[str], samples: list[Sample], scored
+    ) -> tuple[list[float], ChartTally]:
         """chart_render scores of the chart completions of a batch, and its tally."""
         picked = [i for i, s in enumerate(samples) if s.task == "chart_to_code"]
         if not picked:
             return [], ChartTally()
         if self._chart_name is not None:
             row = scored.per_reward[self.stack.names.index(self._chart_name)]
-            scores, metrics, prefix = [float(row[i]) for i in picked], scored.metrics, f"reward/{self._chart_name}/"
+            scores, metrics, prefix = (
+                [float(row[i]) for i in picked],
+                scored.metrics,
+                f"reward/{self._chart_name}/",
+            )
         else:
             if self._chart_stack is None:
                 from mmrft.config import RewardSpec
@@ -165,7 +177,8 @@ class Scorer:
                 pred = parse_prediction(sample, c, self.options)
                 total = float(scored.total[n])
                 reward_row = {
-                    name: (None if math.isnan(v) else v) for name, v in zip(self.stack.names, per[:, n].tolist())
+                    name: (None if math.isnan(v) else v)
+                    for name, v in zip(self.stack.names, per[:, n].tolist())
                 }
                 ok_total = not math.isnan(total)
                 extra = {"chart_score": next(chart_it)} if sample.task == "chart_to_code" else {}

@@ -138,7 +138,9 @@ def compare(a: dict[str, Any], b: dict[str, Any], name_a: str = "A", name_b: str
             if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
                 d = vb - va
                 better = d < 0 if k.rsplit("/", 1)[-1] in LOWER_IS_BETTER else d > 0
-                diff = f"{d:+.4f}" + (" (better)" if better and abs(d) > 1e-12 and not k.endswith("/n") else "")
+                diff = f"{d:+.4f}" + (
+                    " (better)" if better and abs(d) > 1e-12 and not k.endswith("/n") else ""
+                )
             lines.append(f"| {k} | {_fmt(k, va)} | {_fmt(k, vb)} | {diff} |")
     return "\n".join(lines)
 
@@ -170,7 +172,9 @@ def read_predictions(path: str | Path) -> tuple[dict[str, list[str]], int]:
             elif "completion" in row:
                 comps = [row["completion"]]
             else:
-                raise ValueError(f"{where}: id {rid!r}: needs 'completion' (a string) or 'completions' (a list)")
+                raise ValueError(
+                    f"{where}: id {rid!r}: needs 'completion' (a string) or 'completions' (a list)"
+                )
             if rid in out:
                 raise ValueError(f"{where}: id {rid!r} appears twice")
             out[rid] = [completion_text(c) for c in comps]

@@ -16,7 +16,6 @@ from mmrft.evaluation.records import ChartTally, RecordResult, Scorer, failed_re
 from mmrft.evaluation.report import EvalReport, read_predictions
 from mmrft.scoring import RewardStack
 
-
 # The reward that scores each task when no config names rewards (docs/eval.md).
 TASK_REWARDS = {
     "classification": "accuracy",
@@ -162,7 +161,9 @@ def evaluate_predictions(
     ids = {str(dataset.records[j]["id"]) for j in range(len(dataset))} | {r.id for r in invalid}
     unknown = [rid for rid in given if rid not in ids]
     scorer = Scorer(stack, ParseOptions.from_rewards(cfg.rewards), cfg.eval.pass_threshold)
-    local, tally = collect_given(dataset, list(range(n)), given.get, scorer, cfg.eval.batch_size, info, progress)
+    local, tally = collect_given(
+        dataset, list(range(n)), given.get, scorer, cfg.eval.batch_size, info, progress
+    )
     results, tally = gather(local, tally)
     results = _in_file_order(results + invalid, dataset)
     meta = {"predictions": str(predictions), **(meta or {})}
@@ -203,5 +204,7 @@ def run_eval(
     )
     model = VLMOps(loaded.policy, loaded.compute_dtype)
     meta = {"model": str(cfg.model.path), **meta}
-    report = evaluate(model, loaded.processor, dataset, stack, cfg, info, limit=limit, progress=True, meta=meta)
+    report = evaluate(
+        model, loaded.processor, dataset, stack, cfg, info, limit=limit, progress=True, meta=meta
+    )
     return report, info

@@ -48,7 +48,14 @@ def test_eval_writes_every_output_and_counts_bad_records(tmp_path, tiny_model_di
     m = ev["metrics"]
     assert m["n"] == 8.0 and m["classification/failed_rate"] == pytest.approx(2 / 8)
     assert m["classification/accuracy"] == 0.0  # an untrained tiny model does not name the shape
-    assert set(m) >= {"reward", "reward/format", "reward/accuracy", "completion_len", "truncated_frac", "pass@1"}
+    assert set(m) >= {
+        "reward",
+        "reward/format",
+        "reward/accuracy",
+        "completion_len",
+        "truncated_frac",
+        "pass@1",
+    }
     assert [r["id"] for r in rows] == ids and rows[2]["status"] == "load_failed"
     ok = rows[0]
     assert len(ok["completions"]) == 1 and ok["scores"][0]["tokens"] <= 6
@@ -58,7 +65,9 @@ def test_eval_writes_every_output_and_counts_bad_records(tmp_path, tiny_model_di
     assert "| classification/accuracy | 0.0000 |" in printed and "decoding: greedy" in printed
 
 
-def test_k_samples_are_seeded_per_record_and_compare_shows_the_difference(tmp_path, tiny_model_dir, shapes_dir, capsys):
+def test_k_samples_are_seeded_per_record_and_compare_shows_the_difference(
+    tmp_path, tiny_model_dir, shapes_dir, capsys
+):
     data = shapes_dir / "classification_heldout.jsonl"
     a, ev_a, rows_a = _eval(tmp_path, tiny_model_dir, data, "k3", "--k", "3", "--temperature", "1.0",
                             "--limit", "5", "eval.batch_size=2")  # fmt: skip

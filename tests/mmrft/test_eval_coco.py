@@ -21,7 +21,9 @@ def _gt(rng, n):
     boxes = []
     for _ in range(n):
         x, y = rng.uniform(0, W - 40), rng.uniform(0, H - 40)
-        boxes.append([round(x, 1), round(y, 1), round(x + rng.uniform(10, 40), 1), round(y + rng.uniform(10, 40), 1)])
+        boxes.append(
+            [round(x, 1), round(y, 1), round(x + rng.uniform(10, 40), 1), round(y + rng.uniform(10, 40), 1)]
+        )
     return boxes
 
 
@@ -65,7 +67,9 @@ def _dataset(tmp_path):
         if i == 2:
             answer.append({"bbox_2d": [1, 1, 20, 20]})  # unlabelled: belongs to no class
         text = json.dumps(answer)
-        preds.append({"id": f"r{i}", "completion": f"<think>looking</think><answer>{text}</answer>" if i % 2 else text})
+        preds.append(
+            {"id": f"r{i}", "completion": f"<think>looking</think><answer>{text}</answer>" if i % 2 else text}
+        )
     preds.append({"id": "not-a-record", "completion": "[]"})
     data = tmp_path / "det.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -93,7 +97,12 @@ def _direct(records, expected, scale) -> COCOeval:
         # what the model wrote (original * scale), mapped back the only way there is: / scale
         ordered = sorted(row, key=lambda d: (-d[2], *[v * s for v, s in zip(d[0], (sx, sy, sx, sy))], d[1]))
         for b, c, s in ordered:
-            x1, y1, x2, y2 = (b[0] * 14 / 15) / sx, (b[1] * 1.12) / sy, (b[2] * 14 / 15) / sx, (b[3] * 1.12) / sy
+            x1, y1, x2, y2 = (
+                (b[0] * 14 / 15) / sx,
+                (b[1] * 1.12) / sy,
+                (b[2] * 14 / 15) / sx,
+                (b[3] * 1.12) / sy,
+            )
             dets.append({"image_id": i + 1, "category_id": CATS.index(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
                          "score": s})  # fmt: skip
     ev = COCOeval(gt, gt.loadRes(dets), "bbox")
@@ -129,7 +138,8 @@ def test_predictions_give_the_pycocotools_numbers(tmp_path, capsys):
     assert m["detection/failed_rate"] == pytest.approx(1 / 24)
     assert m["detection/parse_fail_rate"] == pytest.approx(1 / 24)
     assert m["detection/unlabeled_boxes"] == 1.0
-    assert {"id": "r7", "status": "missing_prediction", "error": "no prediction for this id"} in ev["failures"]
+    missing = {"id": "r7", "status": "missing_prediction", "error": "no prediction for this id"}
+    assert missing in ev["failures"]
     assert ev["decoding"]["mode"] == "external"
     # the parsed answers are in original pixels
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]

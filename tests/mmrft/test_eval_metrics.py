@@ -42,7 +42,9 @@ def test_grounding_acc_at_half_counts_iou_exactly_half_in_original_pixels():
         "[0, 0, 70, 35] [0, 0, 7, 3.5]",  # two different boxes: a hedge, scored 0 like the reward
         "somewhere on the left",  # unparsable: 0
     ]
-    items = [(i, _image_sample(i, "grounding", gt, (0.7, 0.35), (200, 100)), [a]) for i, a in enumerate(answers)]
+    items = [
+        (i, _image_sample(i, "grounding", gt, (0.7, 0.35), (200, 100)), [a]) for i, a in enumerate(answers)
+    ]
     results, m = _score(items, ["iou"])
     ious = [r.values[0]["iou"] for r in results]
     assert ious[:3] == pytest.approx([0.5, 0.49, 1.0], abs=1e-12)
@@ -124,8 +126,9 @@ def test_counting_accuracy_and_mae():
 def test_tracking_mean_per_frame_iou_in_original_pixels():
     # 3 sampled frames, original 100 x 100 seen at 0.5: the object is gone in the last frame
     gt = {"boxes": [[0, 0, 40, 40], [20, 20, 60, 60], None]}
-    from data_pipelines.sample import VideoClip
     import numpy as np
+
+    from data_pipelines.sample import VideoClip
 
     clip = VideoClip(np.zeros((3, 50, 50, 3), np.uint8), [0.0, 1.0, 2.0], 1.0, 3.0, original_size=(100, 100),
                      scale=(0.5, 0.5))  # fmt: skip
@@ -141,7 +144,8 @@ def test_tracking_mean_per_frame_iou_in_original_pixels():
     ]
     results, m = _score([(i, sample(i), [a]) for i, a in enumerate(answers)], ["tracking"])
     assert [r.values[0]["miou"] for r in results] == pytest.approx([1.0, 0.5, 1 / 3])
-    assert [r.rewards[0]["tracking"] for r in results] == pytest.approx([1.0, 0.5, 1 / 3])  # the reward agrees
+    # the tracking reward agrees
+    assert [r.rewards[0]["tracking"] for r in results] == pytest.approx([1.0, 0.5, 1 / 3])
     assert m["tracking/mIoU"] == pytest.approx((1 + 0.5 + 1 / 3) / 3)
     assert results[1].predictions[0].track[0].box == [0.0, 0.0, 40.0, 20.0]  # original pixels
 
@@ -166,8 +170,16 @@ def test_failed_and_missing_records_count_as_wrong_and_are_reported():
 def test_k_samples_average_over_k_and_report_pass_at_k():
     sol = {"label": "cat"}
     items = [
-        (0, Sample("r0", "classification", [], solution=sol, solution_original=sol), ["cat", "dog", "cat", "cow"]),
-        (1, Sample("r1", "classification", [], solution=sol, solution_original=sol), ["dog", "dog", "dog", "dog"]),
+        (
+            0,
+            Sample("r0", "classification", [], solution=sol, solution_original=sol),
+            ["cat", "dog", "cat", "cow"],
+        ),
+        (
+            1,
+            Sample("r1", "classification", [], solution=sol, solution_original=sol),
+            ["dog", "dog", "dog", "dog"],
+        ),
     ]
     results, m = _score(items, ["accuracy"], k=4)
     # completion index 0: 1/2 right, 1: 0, 2: 1/2, 3: 0 -> mean 0.25; record 0 has a right one, record 1 none
