@@ -201,3 +201,35 @@ def test_parse_prediction_maps_detection_boxes_to_the_original_frame():
         (None, None, None),  # malformed: kept, matches nothing
     ]
     assert pred.to_json()["boxes"][1] == {"box": [10.0, 20.0, 50.0, 100.0], "label": "dog", "score": 0.4}
+
+
+BAR = (
+    "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
+    "ax.bar(['a', 'b', 'c'], [3, 5, 2], color=['#1f77b4', '#ff7f0e', '#2ca02c'])\nax.set_title('Fruit')\n"
+)
+CHART_PARAMS = dict(timeout_s=3.0, memory_mb=512, workers=2, width_px=160, height_px=120, dpi=40)
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_chart_execution_rate_and_render_score(configured):
+    sol = {"code": BAR}
+    answers = [f"```python\n{BAR}```", "```python\nraise RuntimeError('x')\n```", "<answer></answer>"]
+    items = [
+        (i, Sample(f"r{i}", "chart_to_code", [], solution=sol, solution_original=sol), [a])
+        for i, a in enumerate(answers)
+    ]
+    spec = RewardSpec("chart_render", 1.0, CHART_PARAMS) if configured else RewardSpec("format")
+    scorer = Scorer(RewardStack([spec]), ParseOptions())
+    results, tally = scorer.score(items)
+    results.append(
+        failed_result(3, {"id": "r3", "task": "chart_to_code", "solution": sol}, "missing_prediction")
+    )
+    m = summarize(results, scorer.names, 1, scorer.options, tally)
+    # the reference code itself renders and scores 1; the crash and the missing code do not run
+    assert m["chart_to_code/exec_rate"] == pytest.approx(1 / 4)
+    assert m["chart_to_code/score"] == pytest.approx(1 / 4, abs=1e-6)
+    assert m["chart_to_code/element"] == pytest.approx(1.0, abs=1e-6)
+    assert m["chart_to_code/visual"] == pytest.approx(1.0, abs=1e-6)
+    assert m["chart_to_code/fail/error_rate"] == pytest.approx(1 / 4)
+    assert m["chart_to_code/code_rate"] == pytest.approx(2 / 4)
+    assert [r.predictions[0].code for r in results[:3]] == [BAR.strip(), "raise RuntimeError('x')", None]
