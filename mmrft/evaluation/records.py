@@ -105,12 +105,14 @@ class Scorer:
 
     A completion passes when its total reward is at least ``pass_threshold`` times the most the
     rewards that apply to it can give (the sum of their positive weights): with ``accuracy`` alone and
-    the default 0.5 that is "correct"; with ``iou`` it is IoU >= 0.5 of the training reward.
+    the default 0.5 that is "correct"; with ``iou`` it is IoU >= 0.5 of the training reward (to 1e-6).
     Chart-to-code records are also scored by ``chart_render`` (the config's, or one with default
     parameters when the config has none) for the execution rate and render scores.
     """
 
     def __init__(self, stack: RewardStack, options: ParseOptions, pass_threshold: float = 0.5):
+        if not 0.0 < pass_threshold <= 1.0:
+            raise ValueError(f"eval.pass_threshold: must be in (0, 1], got {pass_threshold}")
         self.stack = stack
         self.options = options
         self.pass_threshold = pass_threshold
@@ -186,7 +188,8 @@ class Scorer:
                 res.rewards.append(reward_row)
                 res.total.append(total if ok_total else None)
                 res.passed.append(
-                    bool(ok_total and best[n] > 0 and total >= self.pass_threshold * float(best[n]) - 1e-12)
+                    # rewards are stored in float32: a tolerance of 1e-6 for a total exactly at the threshold
+                    bool(ok_total and best[n] > 0 and total >= self.pass_threshold * float(best[n]) - 1e-6)
                 )
                 res.values.append(completion_values(sample.task, pred, res.solution, self.options, extra))
                 n += 1

@@ -233,3 +233,26 @@ def test_chart_execution_rate_and_render_score(configured):
     assert m["chart_to_code/fail/error_rate"] == pytest.approx(1 / 4)
     assert m["chart_to_code/code_rate"] == pytest.approx(2 / 4)
     assert [r.predictions[0].code for r in results[:3]] == [BAR.strip(), "raise RuntimeError('x')", None]
+
+
+@pytest.mark.parametrize(
+    "task,reward,key",
+    [
+        ("classification", "accuracy", "accuracy"),
+        ("counting", "counting", "accuracy"),
+        ("grounding", "iou", "Acc@0.5"),
+        ("detection", "detection", "AP50"),
+    ],
+)
+def test_reference_answers_score_perfectly(tmp_path, task, reward, key):
+    """The SFT targets (the ground truth written in the model's frame, rounded to whole pixels) read
+    back in original pixels: every metric is perfect, "no objects" records included."""
+    from data_pipelines.dataset import JsonlDataset
+    from data_pipelines.synthetic import write_shapes_dataset
+    from mmrft.data import answer_text
+
+    ds = JsonlDataset(write_shapes_dataset(tmp_path, task=task, n=24, seed=5, image_size=150, split="x"))
+    samples = [ds[i] for i in range(len(ds))]
+    assert samples[0].scales[0] != (1.0, 1.0)  # 150 px is resized: the mapping back is exercised
+    results, m = _score([(i, s, [answer_text(s)]) for i, s in enumerate(samples)], [reward])
+    assert m[f"{task}/{key}"] == 1.0 and m[f"{task}/parse_fail_rate"] == 0.0 and m["pass@1"] == 1.0
