@@ -161,9 +161,15 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_samples: int = _f(500, "Held-out records evaluated (first N).")
+    max_samples: int = _f(
+        500, "Held-out records the trainer evaluates (first N); `mmrft eval` takes --limit."
+    )
     batch_size: int = _f(32, "Prompts per evaluation batch.")
     temperature: float = _f(0.0, "Evaluation sampling temperature (0 = greedy).")
+    k: int = _f(1, "Completions per record (K > 1 samples at eval.temperature > 0 and reports pass@K).")
+    pass_threshold: float = _f(
+        0.5, "A completion passes when its total reward >= this x the most its rewards can give (pass@K)."
+    )
 
 
 @dataclass

@@ -359,10 +359,26 @@ class Trainer:
         return rows
 
     # ---- the loop ---------------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float | None]:
+        """Held-out metrics of the first ``eval.max_samples`` records (mmrft.evaluation, the code of
+        `mmrft eval`); rank 0 also writes eval.json, predictions.jsonl and eval.md to
+        ``eval/before``, ``eval/step_<N>`` or ``eval/after`` in the run directory."""
         if self.data.eval is None:
             return {}
-        return evaluate(self.policy, self.processor, self.data.eval, self.rewards, self.cfg, self.info)
+        cfg = self.cfg
+        report = evaluate(
+            self.policy, self.processor, self.data.eval, self.rewards, cfg, self.info,
+            limit=cfg.eval.max_samples, progress=cfg.train.progress_bar,
+        )  # fmt: skip
+        if "eval_before" not in self.state:
+            tag = "before"
+        elif self.state["step"] >= self.total_steps:
+            tag = "after"
+        else:
+            tag = f"step_{self.state['step'] - cfg.sft.steps}"
+        if self.info.is_main:
+            report.write(self.run_dir / "eval" / tag)
+        return report.metrics
 
     def save(self, step: int) -> None:
         self.state["step"] = step
@@ -451,8 +467,9 @@ class Trainer:
         distributed.barrier()
 
 
-def _eval_metrics(ev: dict[str, float]) -> dict[str, float]:
-    return {f"eval_{k}" if k == "reward" else f"eval/{k}": v for k, v in ev.items()}
+def _eval_metrics(ev: dict[str, float | None]) -> dict[str, float]:
+    """``eval_reward`` and ``eval/<metric>`` (``eval/classification/accuracy``, ...); undefined ones left out."""
+    return {f"eval_{k}" if k == "reward" else f"eval/{k}": v for k, v in ev.items() if v is not None}
 
 
 def train(cfg: Config, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
