@@ -65,6 +65,17 @@ def make_optimizer(model, cfg: Config, stage: str):
     return opt, sched
 
 
+def follow_config(optimizer, scheduler, cfg: Config, stage: str) -> None:
+    """After a checkpoint is loaded: the config's learning rate, betas and weight decay replace the ones
+    stored with the optimizer (they differ only after --resume-force); the schedule position is kept."""
+    lr = cfg.sft.lr if stage == "sft" else cfg.train.lr
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    for group, fn in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group.update(initial_lr=lr, lr=lr * fn(scheduler.last_epoch))  # what LambdaLR itself computes
+        group.update(betas=tuple(cfg.train.adam_betas), weight_decay=cfg.train.weight_decay)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+
+
 def _apply_lora(model, cfg: Config):
     if cfg.model.lora_r <= 0:
         return model
@@ -158,6 +169,7 @@ class Trainer:
             if saved["optimizer_stage"] != self.state["optimizer_stage"]:
                 self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, saved["optimizer_stage"])
             self.state = checkpoint.load(start.path, self.policy, self.optimizer, self.scheduler, self.info)
+            follow_config(self.optimizer, self.scheduler, cfg, self.state["optimizer_stage"])
             if self.state["step"] < self.total_steps:  # a forced resume that added steps evaluates again
                 self.state.pop("eval_after", None)
         logs = LogPosition(*self.state.pop("logs", (0, 0)))
