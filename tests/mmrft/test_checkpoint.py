@@ -31,11 +31,15 @@ def _cfg(run: Path, tiny_model_dir, *extra):
     ])  # fmt: skip
 
 
+BEST = ["train.eval_every=1", "train.keep_best_metric=eval/reward/length_reward", "train.keep_best_mode=min"]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_model_dir):
-    """A finished run (1 SFT + 3 GRPO steps) with every checkpoint kept: step_0000001 .. step_0000004."""
+    """A finished run (1 SFT + 3 GRPO steps, an evaluation after each) with every checkpoint kept:
+    step_0000001 .. step_0000004."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    Trainer(_cfg(run, tiny_model_dir)).run()
+    Trainer(_cfg(run, tiny_model_dir, *BEST)).run()
     return run
 
 
@@ -75,7 +79,7 @@ def test_flipped_bits_in_model_pt_are_detected_and_the_previous_checkpoint_is_re
 ):
     _flip_4kib(_ckpt(run, 4) / "model.pt")
     step3 = torch.load(_ckpt(run, 3) / "model.pt", weights_only=True)
-    trainer = Trainer(_cfg(run, tiny_model_dir), resume=True)
+    trainer = Trainer(_cfg(run, tiny_model_dir, *BEST), resume=True)
     err = capsys.readouterr().err
     assert "resume: warning: skipped checkpoints/step_0000004: model.pt fails its SHA-256 check" in err
     assert "resume: resuming checkpoints/step_0000003: step 3 of 4 (grpo step 2 of 3)" in err
@@ -157,7 +161,7 @@ def test_resume_with_nothing_to_resume_says_so_in_one_line(tmp_path, tiny_model_
 def test_rerun_without_resume_refuses_a_folder_with_checkpoints(run, tiny_model_dir):
     (run / "checkpoints" / "latest").unlink()  # even without the pointer: the step folders count
     with pytest.raises(FileExistsError, match="already holds checkpoints; pass --resume"):
-        Trainer(_cfg(run, tiny_model_dir))
+        Trainer(_cfg(run, tiny_model_dir, *BEST))
 
 
 # ---- a changed config -------------------------------------------------------------------------------
@@ -177,7 +181,7 @@ def test_a_changed_config_stops_the_resume_listing_the_fields(run, tiny_model_di
     config_before = (run / "config.yaml").read_bytes()
     data_before = {p: p.stat().st_mtime_ns for p in (run / "data").rglob("*")}
     with pytest.raises(checkpoint.ResumeError) as e:
-        Trainer(_cfg(run, tiny_model_dir, override, "train.log_every=2"), resume=True)
+        Trainer(_cfg(run, tiny_model_dir, *BEST, override, "train.log_every=2"), resume=True)
     msg = str(e.value)
     assert msg.startswith("the config differs from the one checkpoints/step_0000004 was written with, in ")
     assert listed in msg and "pass --resume-force" in msg
@@ -189,7 +193,7 @@ def test_a_changed_config_stops_the_resume_listing_the_fields(run, tiny_model_di
 
 def test_safe_fields_may_change_and_are_recorded(run, tiny_model_dir, capsys):
     config_before = (run / "config.yaml").read_bytes()
-    trainer = Trainer(_cfg(run, tiny_model_dir, "train.log_every=2", "train.keep_last=3"), resume=True)
+    trainer = Trainer(_cfg(run, tiny_model_dir, *BEST, "train.log_every=2", "train.keep_last=3"), resume=True)
     assert trainer.state["step"] == 4
     err = capsys.readouterr().err
     assert ("resume: warning: config changed (all safe to change): train.keep_last: 0 -> 3; "
@@ -207,8 +211,8 @@ def test_resume_force_continues_with_the_new_learning_rate(run, tiny_model_dir, 
     # lr = 1e-2 * (0.1 + 0.9 * 0.5 * (1 + cos(pi * 2/3))) = 1e-2 * (0.1 + 0.45 * 0.5) = 3.25e-3
     shutil.rmtree(_ckpt(run, 4))
     with pytest.raises(checkpoint.ResumeError):
-        Trainer(_cfg(run, tiny_model_dir, "train.lr=1e-2"), resume=True)
-    trainer = Trainer(_cfg(run, tiny_model_dir, "train.lr=1e-2"), resume_force=True)
+        Trainer(_cfg(run, tiny_model_dir, *BEST, "train.lr=1e-2"), resume=True)
+    trainer = Trainer(_cfg(run, tiny_model_dir, *BEST, "train.lr=1e-2"), resume_force=True)
     assert "(--resume-force: 1 of these change training): train.lr: 0.001 -> 0.01" in capsys.readouterr().err
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(3.25e-3)
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(3.25e-3)
@@ -256,23 +260,20 @@ def test_retention_without_a_best_metric_keeps_only_the_newest(tmp_path):
     assert [s for s, _ in checkpoint.step_dirs(root)] == [4]
 
 
-def test_a_run_keeps_the_best_checkpoint_by_its_eval_metric(tmp_path, tiny_model_dir):
-    run = tmp_path / "run"
-    Trainer(_cfg(run, tiny_model_dir, "train.keep_last=1", "train.eval_every=1",
-                 "train.keep_best_metric=eval/reward/length_reward", "train.keep_best_mode=min")).run()  # fmt: skip
+def test_a_run_records_the_eval_metric_in_its_checkpoints_and_keeps_the_best(run):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    # evaluations after GRPO steps 1, 2 (eval_every) and 3 (the end) = global steps 2, 3, 4
-    evals = {
-        r["step"] + 1: r["eval/reward/length_reward"]
-        for r in rows
-        if "eval/reward/length_reward" in r and r["step"] > 0
-    }
+    # evaluations after GRPO steps 1, 2 (eval_every) and 3 (the end) = global steps 2, 3, 4; the one
+    # before GRPO (grpo step 0) comes after the step-1 checkpoint was written, so step 1 has no metric
+    name = "eval/reward/length_reward"
+    evals = {r["step"] + 1: r[name] for r in rows if name in r and r["step"] > 0}
     assert sorted(evals) == [2, 3, 4]
-    best = min(sorted(evals), key=lambda s: evals[s])
-    assert sorted(s for s, _ in checkpoint.step_dirs(run / "checkpoints")) == sorted({best, 4})
+    for s in (1, 2, 3, 4):
+        man = json.loads((_ckpt(run, s) / "manifest.json").read_text())
+        assert man["metric"] == ({name: evals[s]} if s > 1 else {})
+    best = min(sorted(evals), key=lambda s: evals[s])  # keep_best_mode=min; the earliest on a tie
     assert (run / "checkpoints" / "best").read_text() == f"step_{best:07d}"
-    man = json.loads((_ckpt(run, best) / "manifest.json").read_text())
-    assert man["metric"] == {"eval/reward/length_reward": evals[best]}
+    store.apply_retention(run / "checkpoints", store.Retention(1, name, "min"))
+    assert sorted(s for s, _ in checkpoint.step_dirs(run / "checkpoints")) == sorted({best, 4})
 
 
 @pytest.mark.parametrize(
