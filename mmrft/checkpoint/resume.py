@@ -222,6 +222,12 @@ def open_run(
         distributed.barrier()
         return None
     sel = find_resumable(run_dir, info)
+    sft, grpo = stages
+    if sel.step > sft + grpo:
+        raise ResumeError(
+            f"checkpoints/{sel.path.name} is past the end of this config's run (sft.steps + grpo.steps = "
+            f"{sft + grpo}); give at least {sel.step} steps, or start a new run"
+        )
     changes = config_changes(sel.config, config)
     if info.is_main:
         for note in sel.notes:
@@ -240,10 +246,14 @@ def open_run(
             say(
                 f"warning: config changed ({kind}): {'; '.join(map(str, changes))}; recorded in {record.name}"
             )
-        sft, grpo = stages
         stage, k, n = ("sft", sel.step, sft) if sel.step < sft else ("grpo", sel.step - sft, grpo)
+        done = (
+            "; the run is complete: final/ and summary.json are written again"
+            if sel.step == sft + grpo
+            else ""
+        )
         say(
-            f"resuming checkpoints/{sel.path.name}: step {sel.step} of {sft + grpo} ({stage} step {k} of {n})"
+            f"resuming checkpoints/{sel.path.name}: step {sel.step} of {sft + grpo} ({stage} step {k} of {n}){done}"
         )
     distributed.barrier()
     return sel

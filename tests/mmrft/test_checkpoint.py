@@ -291,3 +291,20 @@ def test_retention_fields_are_validated_at_load(overrides, message):
     with pytest.raises(ConfigError) as e:
         load_config(None, ["model.tiny=tiny", *overrides])
     assert str(e.value).startswith(message)
+
+
+def test_a_checkpoint_past_the_end_of_the_new_config_is_refused_even_forced(run, tiny_model_dir):
+    with pytest.raises(checkpoint.ResumeError, match=r"^checkpoints/step_0000004 is past the end of this "
+                       r"config's run \(sft.steps \+ grpo.steps = 3\); give at least 4 steps"):  # fmt: skip
+        Trainer(_cfg(run, tiny_model_dir, *BEST, "grpo.steps=2"), resume_force=True)
+
+
+def test_the_safe_fields_are_real_config_fields_and_documented():
+    from mmrft.checkpoint.resume import flatten
+    from mmrft.config import Config, to_dict
+
+    fields = set(flatten(to_dict(Config())))
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "resuming.md").read_text()
+    for name in checkpoint.SAFE_TO_CHANGE:
+        assert name in fields, name
+        assert f"`{name}`" in doc, name
