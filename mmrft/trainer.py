@@ -461,6 +461,8 @@ class Trainer:
         }
         if skipped:  # data.on_bad_record=skip: what was left out, by reason (this rank's view)
             summary["skipped_records"] = skipped
+        if cfg.train.keep_best_metric:  # the checkpoint retention kept as the best
+            summary["best_checkpoint"] = checkpoint.best_checkpoint(self.run_dir, cfg.train.keep_best_metric)
         if self.info.is_main:
             for name in skipped:
                 print(f"{name} data: {getattr(self.data, name).skipped_summary()}")

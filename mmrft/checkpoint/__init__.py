@@ -34,10 +34,10 @@ from mmrft.checkpoint.resume import (
     say,
     set_aside,
 )
-from mmrft.checkpoint.store import Retention, load, save, step_dirs, step_path
+from mmrft.checkpoint.store import Retention, best_checkpoint, load, save, step_dirs, step_path
 
 __all__ = [
-    "SAFE_TO_CHANGE", "Change", "ResumeError", "Retention", "Selection", "config_changes", "config_hash",
+    "SAFE_TO_CHANGE", "Change", "ResumeError", "Retention", "Selection", "best_checkpoint", "config_changes", "config_hash",
     "find_resumable", "has_checkpoints", "load", "mismatch_message", "open_run", "record_changes", "replace_dir", "save",
     "say", "set_aside", "step_dirs", "step_path", "tmp_dir_for", "write_bytes_atomic", "write_text_atomic",
 ]  # fmt: skip

@@ -36,11 +36,12 @@ def fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def fsync_tree(root: Path) -> None:
-    """fsync every file and folder under ``root`` (and ``root`` itself)."""
+def fsync_tree(root: Path, files: bool = True) -> None:
+    """fsync every folder under ``root`` (``root`` included) and, with ``files``, every file."""
     for dirpath, _, names in os.walk(root):
-        for name in names:
-            fsync_file(Path(dirpath) / name)
+        if files:
+            for name in names:
+                fsync_file(Path(dirpath) / name)
         fsync_dir(Path(dirpath))
 
 
@@ -78,9 +79,10 @@ def recover_dir(final: Path) -> None:
             fsync_dir(final.parent)
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Swap the finished folder ``tmp`` in as ``final`` (durably), replacing any folder already there."""
-    fsync_tree(tmp)
+def replace_dir(tmp: Path, final: Path, files_synced: bool = False) -> None:
+    """Swap the finished folder ``tmp`` in as ``final`` (durably), replacing any folder already there.
+    ``files_synced``: the files were already fsynced (only the folders are, here)."""
+    fsync_tree(tmp, files=not files_synced)
     recover_dir(final)
     old = final.with_name(f".{final.name}.old")
     if final.exists():

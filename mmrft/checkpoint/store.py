@@ -111,7 +111,7 @@ def save(
     }
     manifest.write(tmp, step, meta, info)
     if info.is_main:
-        replace_dir(tmp, final)
+        replace_dir(tmp, final, files_synced=True)  # manifest.write fsynced every file it hashed
         write_text_atomic(root / "latest", final.name)
         apply_retention(root, retention)
     distributed.barrier()
@@ -178,3 +178,17 @@ def load(path: Path, model, optimizer, scheduler, info: distributed.DistInfo) ->
     if rng_file.is_file():  # a rank the writing run did not have keeps its seeded generators
         set_rng_state(torch.load(rng_file, weights_only=False))
     return json.loads((path / "trainer_state.json").read_text())
+
+
+def best_checkpoint(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """{"path", "step", name: value} of the checkpoint ``checkpoints/best`` names, or None."""
+    root = run_dir / "checkpoints"
+    try:
+        folder = root / (root / "best").read_text().strip()
+        value = _metric(manifest.read(folder), name)
+    except (OSError, ValueError):
+        return None
+    step = STEP_DIR.fullmatch(folder.name)
+    if value is None or step is None:
+        return None
+    return {"path": f"checkpoints/{folder.name}", "step": int(step.group(1)), name: value}

@@ -272,6 +272,12 @@ def test_a_run_records_the_eval_metric_in_its_checkpoints_and_keeps_the_best(run
         assert man["metric"] == ({name: evals[s]} if s > 1 else {})
     best = min(sorted(evals), key=lambda s: evals[s])  # keep_best_mode=min; the earliest on a tie
     assert (run / "checkpoints" / "best").read_text() == f"step_{best:07d}"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_checkpoint"] == {
+        "path": f"checkpoints/step_{best:07d}",
+        "step": best,
+        name: evals[best],
+    }
     store.apply_retention(run / "checkpoints", store.Retention(1, name, "min"))
     assert sorted(s for s, _ in checkpoint.step_dirs(run / "checkpoints")) == sorted({best, 4})
 
