@@ -153,6 +153,15 @@ class TrainConfig:
     log_every: int = _f(1, "Write metrics every N steps.")
     sample_every: int = _f(10, "Write (prompt, completion, rewards) samples every N steps.")
     save_every: int = _f(0, "Checkpoint every N steps (0 = only at the end).")
+    keep_last: int = _f(2, "Checkpoints kept: the newest N (0 = all), plus the best by keep_best_metric.")
+    keep_best_metric: str | None = _f(None, "Also keep the best checkpoint by this eval metric.")
+    keep_best_mode: str = _f("max", "Whether a larger or smaller keep_best_metric is better.", ("max", "min"))
+    checkpoint_format: str = _f(
+        "auto",
+        "sharded: torch.distributed.checkpoint, each rank writes its shards; full: one state dict; auto = "
+        "sharded under FSDP, else full. Either loads on any number of processes.",
+        ("auto", "full", "sharded"),
+    )
     eval_every: int = _f(0, "Evaluate on the held-out set every N GRPO steps (0 = before and after only).")
     tensorboard: bool = _f(True, "Also write TensorBoard event files.")
     plot: bool = _f(True, "Write reward_curve.png at the end.")
@@ -308,8 +317,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def _validate_checkpoints(t: TrainConfig, sft_steps: int) -> None:
+    if t.keep_last < 0:
+        raise ConfigError(f"train.keep_last: must be >= 0 (0 keeps every checkpoint), got {t.keep_last}")
+    if t.keep_best_metric is None:
+        return
+    if not t.keep_best_metric.startswith("eval"):
+        raise ConfigError(
+            f"train.keep_best_metric: {t.keep_best_metric!r} is not an eval metric; name one as metrics.jsonl "
+            "logs it, e.g. eval_reward or eval/reward/<name>"
+        )
+    if t.save_every and t.eval_every and (t.eval_every % t.save_every or sft_steps % t.save_every):
+        raise ConfigError(
+            f"train.keep_best_metric needs a checkpoint at every evaluation: train.eval_every={t.eval_every} "
+            f"and sft.steps={sft_steps} must be multiples of train.save_every={t.save_every}"
+        )
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a single field's type cannot express."""
+    _validate_checkpoints(cfg.train, cfg.sft.steps)
     G = cfg.rollout.group_size
     if G < 2:
         raise ConfigError(f"rollout.group_size: must be >= 2 for group advantages, got {G}")

@@ -1,4 +1,4 @@
-"""`mmrft train [--config FILE] [--output-dir DIR] [--resume] [key=value ...]`"""
+"""`mmrft train [--config FILE] [--output-dir DIR] [--resume | --resume-force] [key=value ...]`"""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ def register(sub) -> None:
     )
     p.add_argument("--output-dir", default=None, help="Run directory (overrides train.output_dir).")
     p.add_argument(
-        "--resume", action="store_true", help="Continue from the run directory's latest checkpoint."
+        "--resume",
+        action="store_true",
+        help="Continue from the run directory's newest checkpoint that verifies (docs/resuming.md).",
+    )
+    p.add_argument(
+        "--resume-force",
+        action="store_true",
+        help="Resume even though config fields that change training differ from the checkpoint's "
+        "(implies --resume; the changes are recorded in config.resume-<step>.yaml).",
     )
     p.add_argument(
         "--help-config", action="store_true", help="List every config field with its default and help."
@@ -45,9 +53,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(path, overrides)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
+    from mmrft.checkpoint import ResumeError
     from mmrft.trainer import train
 
-    summary = train(cfg, resume=args.resume)
+    try:
+        summary = train(cfg, resume=args.resume, resume_force=args.resume_force)
+    except ResumeError as e:
+        raise SystemExit(f"resume error: {e}") from None
     if "eval_after" in summary:
         b, a = summary["eval_before"].get("reward"), summary["eval_after"].get("reward")
         print(
