@@ -19,9 +19,10 @@ optional ``synonyms`` parameter (``{canonical: [variants]}``). Score 1.0 when th
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from rewards.columns import column, completion_text, solutions
+from rewards.params import Range, check_arguments
 from rewards.parsing import extract_answer, normalize_label, synonym_table
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
@@ -50,8 +51,9 @@ def _choice_position(
     if m:
         key, rest = m.group(1), m.group(2)
         pos = ord(key.upper()) - ord("A") if fmt == "letter" else int(key) - index_base
-        consistent = not (rest and rest.strip(" .")) or _canon(rest, table) == canon_choices[pos]
-        if 0 <= pos < len(choices) and consistent:
+        if 0 <= pos < len(choices) and (
+            not (rest and rest.strip(" .")) or _canon(rest, table) == canon_choices[pos]
+        ):
             return pos
         # "B) dog" when B is "cat" is contradictory; "a dog" may still be the text of a choice
     text = _canon(answer, table)
@@ -101,8 +103,8 @@ def score_label(
 @register_reward("accuracy")
 def accuracy(
     completions: list,
-    synonyms: dict[str, Any] | None = None,
-    index_base: int = 1,
+    synonyms: dict[str, str | list[str]] | None = None,
+    index_base: Annotated[int, Range(0)] = 1,
     **columns: Any,
 ) -> Scores:
     """Accuracy: 1.0 when the answer's normalised label equals ``solution["label"]``, else 0.0.
@@ -110,6 +112,7 @@ def accuracy(
     Closed label sets, hedges and empty answers score 0; letters / indices per
     ``solution["answer_format"]`` (see the module doc).
     """
+    check_arguments(accuracy, locals())
     n = len(completions)
     sols = solutions(columns, n)
     table = synonym_table(synonyms)
