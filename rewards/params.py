@@ -191,14 +191,14 @@ def _label(fn: Callable[..., Any]) -> str:
     return str(getattr(fn, "reward_name", None) or getattr(fn, "__name__", None) or fn)
 
 
-def check_arguments(fn: Callable[..., Any], values: Mapping[str, Any], where: str = "") -> None:
+def check_arguments(fn: Callable[..., Any], values: Mapping[str, Any], where: str | None = None) -> None:
     """Check the values of ``fn``'s declared parameters found in ``values`` (other keys are ignored),
     then its ``check_params`` hook; raises :class:`ParamError`. ``where`` defaults to the reward's name.
 
     A built-in calls ``check_arguments(itself, locals())`` first thing, so a bad value passed directly
     (TRL, a notebook) fails with the same one-line message as at config load.
     """
-    where = where or _label(fn)
+    where = _label(fn) if where is None else where
     params = declared(fn).params
     for name, (_, tp) in params.items():
         if name in values:
