@@ -28,11 +28,13 @@ from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
 
 ANSWER_FORMATS = ("label", "letter", "index")
+# One run of spaces per gap (the keyword owns the spaces after it): two adjacent \s* would split a long
+# run of spaces every possible way before failing, which is quadratic.
 _LETTER = re.compile(
-    r"^\(?\s*(?:option|answer|choice)?\s*\(?([A-Za-z])\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
+    r"^\(?\s*(?:(?:option|answer|choice)\s*)?\(?([A-Za-z])\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
 )
 _INDEX = re.compile(
-    r"^\(?\s*(?:option|answer|choice)?\s*\(?(\d{1,4})\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
+    r"^\(?\s*(?:(?:option|answer|choice)\s*)?\(?(\d{1,4})\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
 )
 
 
