@@ -160,6 +160,48 @@ def check_solution(task: str, solution: Any) -> None:
         for key in ("code", "image"):
             if solution.get(key) is not None and not isinstance(solution[key], str):
                 _fail("bad_type", f"solution.{key} must be a string")
+    check_reward_keys(solution)
+
+
+def check_reward_keys(solution: dict[str, Any]) -> None:
+    """The ground-truth keys rewards read, checked whatever the task (a classification record with a
+    stray ``box`` still meets the ``iou`` reward), then every number in the solution: NaN and infinite
+    ones are record errors (``non_finite``) wherever they are."""
+    if solution.get("box") is not None:
+        reason = check_box(solution["box"], None)
+        if reason:
+            _box_error("solution.box", solution["box"], reason)
+    boxes = solution.get("boxes")
+    if boxes is not None:
+        if not isinstance(boxes, list):
+            _fail("bad_type", f"solution.boxes must be a list of xyxy boxes, got {type(boxes).__name__}")
+        for k, box in enumerate(boxes):
+            reason = None if box is None else check_box(box, None)
+            if reason:
+                _box_error(f"solution.boxes[{k}]", box, reason)
+    labels = solution.get("labels")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        _fail("bad_type", "solution.labels must be a list of strings")
+    count = solution.get("count")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        _fail("bad_type", f"solution.count must be a non-negative integer, got {count!r}")
+    seg = solution.get("segment")
+    if seg is not None:
+        if not (isinstance(seg, list) and len(seg) == 2 and all(_is_number(v) for v in seg)):
+            _fail("bad_type", f"solution.segment must be [start_s, end_s], got {seg!r}")
+        if not all(is_finite_number(v) for v in seg):
+            _fail("non_finite", f"solution.segment {seg!r} has a NaN or infinite time")
+        if not 0 <= seg[0] < seg[1]:
+            _fail("segment_reversed", f"solution.segment {seg} needs 0 <= start < end")
+    stack: list[tuple[str, Any]] = [("solution", solution)]
+    while stack:  # iterative: a deeply nested extra key must not overflow the stack
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{k}]", v) for k, v in enumerate(value))
+        elif _is_number(value) and not is_finite_number(value):
+            _fail("non_finite", f"{path} is {repr(value)[:24]}: ground truth must be finite numbers")
 
 
 def check_record(rec: Any) -> dict[str, Any]:

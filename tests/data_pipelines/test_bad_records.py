@@ -86,6 +86,22 @@ CASES = [
         "non_finite",
         "solution.times has a NaN",
     ),
+    # keys a reward reads are checked whatever the task; any NaN in the solution is a record error
+    (
+        _rec("straycount", task="classification", solution={"label": "a", "count": NAN}),
+        "bad_type",
+        "count must",
+    ),
+    (
+        _rec("strayboxes", task="classification", solution={"label": "a", "boxes": 3}),
+        "bad_type",
+        "list of xyxy",
+    ),
+    (
+        _rec("nestednan", task="classification", solution={"label": "a", "meta": {"scale": [1, NAN]}}),
+        "non_finite",
+        "solution.meta.scale[1] is nan: ground truth must be finite",
+    ),
     # issue 9: images past the pixel budget and extreme aspect ratios are record errors
     (_rec("bomb", images=["bomb.png"]), "image_too_large", "bomb.png is too large to decode"),
     (_rec("wide", images=["wide.png"]), "extreme_aspect_ratio", "aspect ratio 1500.0 of a 20x30000"),
