@@ -261,6 +261,18 @@ def test_every_builtin_scores_arbitrary_output_in_range(name):
     check()
 
 
+@REWARD_PROFILE
+@given(st.lists(completions, min_size=1, max_size=4))
+def test_the_worked_example_plugin_scores_arbitrary_output_in_range(batch):
+    from rewards.examples.point_in_box import parse_point, point_in_box
+
+    scores = point_in_box(batch, falloff=0.5, solution=[{"box": [1, 2, 30, 40]}] * len(batch))
+    assert len(scores) == len(batch) and all(s is not None and _in_range(s) for s in scores)
+    for c in batch:
+        p = parse_point(extract_answer(completion_text(c)).text)
+        assert p is None or all(math.isfinite(v) for v in p)
+
+
 # ------------------------------------------------------------------------- reward parameters
 
 
@@ -318,3 +330,10 @@ def test_temporal_times_past_float_range_do_not_overflow():
     # int("1" * 400) * 60 used to raise OverflowError when added to a float; 5000 digits hit int's limit
     for answer in ["1" * 400 + ":00 to 2", "1" * 5000 + ":00 to 2", "[" + "9" * 400 + ", 5]"]:
         assert rewards.get("temporal_iou")([answer], solution=[{"segment": [0, 5]}])[0] == 0.0
+
+
+def test_the_worked_example_survives_a_point_past_float_range():
+    from rewards.examples.point_in_box import point_in_box
+
+    answer = "[" + "9" * 400 + ", 3]"  # float() of the parsed int used to raise OverflowError
+    assert list(point_in_box([answer], solution=[{"box": [1, 2, 3, 4]}])) == [0.0]
