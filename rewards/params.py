@@ -88,9 +88,20 @@ class Declared(typing.NamedTuple):
     params: dict[str, tuple[Any, Any]]
 
 
-@functools.lru_cache(maxsize=512)
 def declared(fn: Callable[..., Any]) -> Declared:
     """The parameters ``fn`` declares (see the module doc), with their defaults and annotations."""
+    try:
+        return _declared_cached(fn)
+    except TypeError:  # an unhashable callable object: not cached
+        return _declared(fn)
+
+
+@functools.lru_cache(maxsize=512)
+def _declared_cached(fn: Callable[..., Any]) -> Declared:
+    return _declared(fn)
+
+
+def _declared(fn: Callable[..., Any]) -> Declared:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: it declares nothing we can see
@@ -198,20 +209,19 @@ def check_arguments(fn: Callable[..., Any], values: Mapping[str, Any], where: st
     A built-in calls ``check_arguments(itself, locals())`` first thing, so a bad value passed directly
     (TRL, a notebook) fails with the same one-line message as at config load.
     """
-    where = _label(fn) if where is None else where
     params = declared(fn).params
-    for name, (_, tp) in params.items():
-        if name in values:
+    for name, (default, tp) in params.items():
+        if name in values and values[name] is not default:  # a default is taken as valid (hot path)
             problem = check_value(values[name], tp)
             if problem:
-                raise ParamError(where, name, problem)
+                raise ParamError(_label(fn) if where is None else where, name, problem)
     hook = getattr(fn, "check_params", None)
     if callable(hook):
         full = {n: values.get(n, d) for n, (d, _) in params.items()}
         try:
             hook(full)
         except ValueError as e:
-            raise ParamError(where, "", str(e)) from None
+            raise ParamError(_label(fn) if where is None else where, "", str(e)) from None
 
 
 def validate_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, where: str = "params") -> dict:
