@@ -89,7 +89,10 @@ def score_label(
     fmt = solution.get("answer_format") or "label"
     if fmt not in ANSWER_FORMATS:
         raise ValueError(f"accuracy: solution answer_format must be one of {ANSWER_FORMATS}, got {fmt!r}")
-    choices = [c for c in (solution.get("choices") or []) if c is not None]
+    raw_choices = solution.get("choices") or []
+    if not isinstance(raw_choices, (list, tuple)):
+        raise ValueError(f"accuracy: solution choices must be a list, got {type(raw_choices).__name__}")
+    choices = [c for c in raw_choices if c is not None]
     if fmt != "label" and choices:
         picked = _choice_position(answer, choices, fmt, index_base, table)
         correct = _correct_position(solution, choices, fmt, index_base, table)
@@ -130,6 +133,8 @@ def accuracy(
                 f"accuracy: record {ids[i]!r}: solution answer_format must be one of {ANSWER_FORMATS}, "
                 f"got {sol.get('answer_format')!r}"
             )
+        if not isinstance(sol.get("choices") or [], (list, tuple)):
+            raise ValueError(f"accuracy: record {ids[i]!r}: solution choices must be a list of labels")
         answer = extract_answer(completion_text(completion))
         if not answer.ok:
             counter.add("parse_fail")

@@ -222,7 +222,10 @@ def detection(
         if not is_detection_record(sol, tasks[i]):
             continue
         frame = frame_size(spaces[i], sizes[i])
-        gt_boxes, gt_labels = list(sol["boxes"]), sol.get("labels")
+        gt_boxes, gt_labels = sol["boxes"], sol.get("labels")
+        if not isinstance(gt_boxes, (list, tuple)) or not isinstance(gt_labels, (list, tuple, type(None))):
+            raise ValueError(f"detection: record {ids[i]!r}: solution boxes and labels must be lists")
+        gt_boxes = list(gt_boxes)
         if gt_labels is not None and len(gt_labels) != len(gt_boxes):
             raise ValueError(
                 f"detection: record {ids[i]!r}: solution has {len(gt_boxes)} boxes but {len(gt_labels)} labels"
@@ -264,7 +267,7 @@ def detection(
             )
         except BadGroundTruth as e:
             raise _bad_gt(ids[idx[e.item]], e.box, sols[idx[e.item]]["boxes"][e.box]) from None
-        except (TypeError, ValueError):  # a non-number in a ground-truth box: find it
+        except (TypeError, ValueError, OverflowError):  # a non-number (or 1e400) in a ground-truth box
             for i in idx:
                 for j, b in enumerate(sols[i]["boxes"]):
                     if gt_box(b) is None:

@@ -93,6 +93,10 @@ def tracking(
         if not is_tracking_record(sol, tasks[i]):
             continue
         frame = frame_size(spaces[i], sizes[i])
+        if not isinstance(sol["boxes"], (list, tuple)):
+            raise ValueError(
+                f"tracking: record {ids[i]!r}: solution boxes must be a list, one box or null per frame"
+            )
         gt_track = []
         for t, b in enumerate(sol["boxes"]):
             g = None if b is None else gt_box(b, frame)

@@ -337,3 +337,25 @@ def test_the_worked_example_survives_a_point_past_float_range():
 
     answer = "[" + "9" * 400 + ", 3]"  # float() of the parsed int used to raise OverflowError
     assert list(point_in_box([answer], solution=[{"box": [1, 2, 3, 4]}])) == [0.0]
+
+
+@pytest.mark.parametrize("box", [[1, 2, 10**400, 4], [float("nan"), 1, 2, 3], ["a", 1, 2, 3]])
+def test_broken_ground_truth_boxes_are_one_line_errors_naming_the_record(box):
+    for name, sol in (("detection", {"boxes": [box], "labels": ["a"]}), ("iou", {"box": box})):
+        with pytest.raises(ValueError, match=rf"^{name}: record 'r1': solution box") as e:
+            rewards.get(name)(["[]"], solution=[sol], id=["r1"])  # 10**400 was an OverflowError in detection
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "name, sol, task",
+    [
+        ("tracking", {"boxes": 3}, "tracking"),
+        ("detection", {"boxes": 3, "labels": ["a"]}, "detection"),
+        ("detection", {"boxes": [[1, 2, 3, 4]], "labels": 5}, "detection"),
+        ("accuracy", {"label": "a", "choices": 5}, None),
+    ],
+)
+def test_ground_truth_of_the_wrong_type_is_a_one_line_error_naming_the_record(name, sol, task):
+    with pytest.raises(ValueError, match=rf"^{name}: record 'r9': solution "):  # were TypeErrors
+        rewards.get(name)(["x"], solution=[sol], task=[task], id=["r9"])
