@@ -221,12 +221,13 @@ def test_a_replacement_that_fails_to_start_never_loses_the_slot(monkeypatch, bro
 
 
 def _orphans(root_pid: int) -> list[int]:
-    """Sandbox processes (forks of a worker) whose ancestry no longer reaches ``root_pid``."""
+    """Sandbox processes of this checkout (forks of a worker) whose ancestry no longer reaches ``root_pid``."""
     out = []
     for d in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if b"rewards.sandbox.worker" not in open(f"/proc/{d}/cmdline", "rb").read():
-                continue
+            cmdline = open(f"/proc/{d}/cmdline", "rb").read()
+            if b"rewards.sandbox.worker" not in cmdline or pool_module._PKG_ROOT.encode() not in cmdline:
+                continue  # not a sandbox process, or one of another checkout's pools on this machine
             pid, chain = int(d), []
             while pid not in (0, 1, root_pid) and len(chain) < 8:
                 chain.append(pid)
