@@ -361,9 +361,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.min_pixels={d.min_pixels} must be > 0 and <= data.max_pixels={d.max_pixels}")
     if not cfg.rewards:
         raise ConfigError("rewards: at least one reward is needed")
+    _check_rewards(cfg.rewards)
     for k in ("prompts_per_step",):
         if getattr(cfg.train, k) < 1:
             raise ConfigError(f"train.{k}: must be >= 1")
+
+
+def _check_rewards(specs: list) -> None:
+    """Every reward resolves and its params are ones it declares, with values it accepts."""
+    from rewards.registry import validate_reward
+
+    for i, spec in enumerate(specs):
+        try:
+            validate_reward(spec.name, spec.params, f"rewards[{i}]")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[str]:
