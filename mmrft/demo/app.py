@@ -102,11 +102,13 @@ def build_app(demo: Demo, run_dir: str | None = None, examples_dir: Path = ASSET
                     with gr.Row():
                         with gr.Column():
                             tuned_pic = gr.Image(
-                                type="pil", label=demo.models[0].name, elem_id="tuned-picture"
+                                type="pil", format="png", label=demo.models[0].name, elem_id="tuned-picture"
                             )
                             tuned_md = gr.Markdown(elem_id="tuned-answer", label="tuned answers")
                         with gr.Column(visible=has_base):
-                            base_pic = gr.Image(type="pil", label="base", elem_id="base-picture")
+                            base_pic = gr.Image(
+                                type="pil", format="png", label="base", elem_id="base-picture"
+                            )
                             base_md = gr.Markdown(elem_id="base-answer", label="base answers")
                     result_json = gr.JSON(label="Result (JSON)")
             examples = load_examples(examples_dir)
@@ -139,7 +141,9 @@ def build_app(demo: Demo, run_dir: str | None = None, examples_dir: Path = ASSET
                 r_max = gr.Number(None, label="Max reward")
             r_show = gr.Button("Show", variant="primary", elem_id="rollouts-show")
             r_status = gr.Markdown(elem_id="rollouts-status", label="Status")
-            r_pics = gr.Gallery(label="Answers drawn (original frame; truth in green)", columns=4, height=360)
+            r_pics = gr.Gallery(
+                label="Answers drawn (original frame; truth in green)", columns=4, height=360, format="png"
+            )
             r_md = gr.Markdown(elem_id="rollouts-table", label="Completions")
             r_json = gr.JSON(label="Rollouts (JSON)", visible=False)
             r_outs = [r_status, r_step, r_pics, r_md, r_json]
