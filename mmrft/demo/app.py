@@ -50,16 +50,22 @@ class RunBrowser:
 
         view = browse.rollouts_view(run_dir, step, min_reward, max_reward, self.records(run_dir))
         if view.error:
-            return f"⚠️ **{view.error}**", gr.update(choices=[], value=None), [], "", {"error": view.error}
+            return (
+                f"**Error:** {view.error}",
+                gr.update(choices=[], value=None),
+                [],
+                "",
+                {"error": view.error},
+            )
         steps = gr.update(choices=view.steps, value=view.step)
-        return "✅ " + view.markdown.split("\n\n", 1)[0], steps, view.pictures, view.markdown, view.data
+        return view.markdown.split("\n\n", 1)[0], steps, view.pictures, view.markdown, view.data
 
     @staticmethod
     def curves(run_dir):
         view = browse.curves_view(run_dir)
         if view.error:
-            return f"⚠️ **{view.error}**", None, {"error": view.error}
-        return "✅ " + view.markdown, view.figure, view.latest
+            return f"**Error:** {view.error}", None, {"error": view.error}
+        return view.markdown, view.figure, view.latest
 
 
 def build_app(demo: Demo, run_dir: str | None = None, examples_dir: Path = ASSETS):
@@ -102,15 +108,20 @@ def build_app(demo: Demo, run_dir: str | None = None, examples_dir: Path = ASSET
                     with gr.Row():
                         with gr.Column():
                             tuned_pic = gr.Image(
-                                type="pil", format="png", label=demo.models[0].name, elem_id="tuned-picture"
+                                type="pil",
+                                format="png",
+                                label=demo.models[0].name,
+                                elem_id="tuned-picture",
+                                height=380,
                             )
                             tuned_md = gr.Markdown(elem_id="tuned-answer", label="tuned answers")
                         with gr.Column(visible=has_base):
                             base_pic = gr.Image(
-                                type="pil", format="png", label="base", elem_id="base-picture"
+                                type="pil", format="png", label="base", elem_id="base-picture", height=380
                             )
                             base_md = gr.Markdown(elem_id="base-answer", label="base answers")
-                    result_json = gr.JSON(label="Result (JSON)")
+                    with gr.Accordion("Result (JSON, as the API returns it)", open=False):
+                        result_json = gr.JSON(label="Result (JSON)")
             examples = load_examples(examples_dir)
             if examples:
                 gr.Examples([[str(examples_dir / e.file), e.task, e.target, e.truth] for e in examples],
@@ -137,12 +148,16 @@ def build_app(demo: Demo, run_dir: str | None = None, examples_dir: Path = ASSET
             with gr.Row():
                 r_dir = gr.Textbox(run_dir or "", label="Run directory", elem_id="rollouts-dir", scale=3)
                 r_step = gr.Dropdown([], label="Step", allow_custom_value=True, elem_id="rollouts-step")
-                r_min = gr.Number(None, label="Min reward")
-                r_max = gr.Number(None, label="Max reward")
+                r_min = gr.Textbox(label="Min reward", placeholder="any", elem_id="rollouts-min")
+                r_max = gr.Textbox(label="Max reward", placeholder="any", elem_id="rollouts-max")
             r_show = gr.Button("Show", variant="primary", elem_id="rollouts-show")
             r_status = gr.Markdown(elem_id="rollouts-status", label="Status")
             r_pics = gr.Gallery(
-                label="Answers drawn (original frame; truth in green)", columns=4, height=360, format="png"
+                label="Answers drawn (original frame; truth in green)",
+                columns=4,
+                height=360,
+                format="png",
+                object_fit="contain",
             )
             r_md = gr.Markdown(elem_id="rollouts-table", label="Completions")
             r_json = gr.JSON(label="Rollouts (JSON)", visible=False)
@@ -155,7 +170,8 @@ def build_app(demo: Demo, run_dir: str | None = None, examples_dir: Path = ASSET
             c_show = gr.Button("Refresh", elem_id="curves-refresh")
             c_status = gr.Markdown(elem_id="curves-status", label="Status")
             c_plot = gr.Plot(label="metrics.jsonl")
-            c_json = gr.JSON(label="Latest values")
+            with gr.Accordion("Latest values", open=False):
+                c_json = gr.JSON(label="Latest values")
             timer = gr.Timer(REFRESH_S, active=bool(run_dir))
             c_outs = [c_status, c_plot, c_json]
             c_show.click(browser.curves, [c_dir], c_outs, api_name="curves")

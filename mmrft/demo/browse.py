@@ -19,7 +19,7 @@ from PIL import Image
 from data_pipelines.sample import Sample
 from mmrft.demo.handlers import Answer, picture
 from mmrft.demo.inputs import Media
-from mmrft.demo.runs import Curves, PromptGroup, RunError, filter_groups, load_curves, load_rollouts
+from mmrft.demo.runs import Curves, PromptGroup, RunError, filter_groups, load_curves, load_rollouts, number
 from mmrft.evaluation import parse_prediction
 
 log = logging.getLogger("mmrft.demo")
@@ -117,13 +117,13 @@ class RolloutsView:
 def rollouts_view(run_dir, step, min_reward, max_reward, records: RunRecords | None) -> RolloutsView:
     """The prompts of ``step`` (the latest when None or not logged) with completions in the reward range."""
     try:
+        lo, hi = _bound(min_reward, "min reward"), _bound(max_reward, "max reward")
         logged = load_rollouts(run_dir)
     except (RunError, OSError) as e:
         return RolloutsView(error=str(e))
     steps = logged.steps
-    want = int(step) if step not in (None, "") and int(step) in logged.groups else steps[-1]
-    lo = None if min_reward in (None, "") else float(min_reward)
-    hi = None if max_reward in (None, "") else float(max_reward)
+    asked = number(step)
+    want = int(asked) if asked is not None and int(asked) in logged.groups else steps[-1]
     groups = filter_groups(logged.groups[want], lo, hi)
     view = RolloutsView(steps=steps, step=want)
     total = sum(len(g.completions) for g in logged.groups[want])
@@ -147,6 +147,16 @@ def rollouts_view(run_dir, step, min_reward, max_reward, records: RunRecords | N
     return view
 
 
+def _bound(value, name: str) -> float | None:
+    """A reward bound from the page: empty is open, anything else must be a number."""
+    if value is None or not str(value).strip():
+        return None
+    v = number(value)
+    if v is None:
+        raise RunError(f"{name}: expected a number (or nothing), got {str(value)[:40]!r}")
+    return v
+
+
 def _group_picture(g: PromptGroup, records: RunRecords) -> Image.Image | None:
     sample = records.sample(g.id)
     if sample is None:
@@ -160,6 +170,7 @@ def _group_picture(g: PromptGroup, records: RunRecords) -> Image.Image | None:
         return None
 
 
+EVAL_COUNTS = ("n", "completion_chars", "completion_len", "failed_rate", "truncated_frac")
 PANELS = (("reward", "reward"), ("kl", "KL to the reference"), ("completion_len", "completion length (tokens)"),
           ("clip_frac", "clipped fraction"), ("eval", "held-out evaluation"), ("loss", "loss"))  # fmt: skip
 
@@ -181,8 +192,10 @@ def curves_figure(curves: Curves):
     fig = Figure(figsize=(12, 6.5), dpi=80, layout="constrained")
     axes = fig.subplots(2, 3).ravel()
     for ax, (key, title) in zip(axes, PANELS):
-        if key == "eval":
-            lines = [(f"{s}/{m}", curves.get(s, m)) for s, m in curves.metrics("eval")]
+        if key == "eval":  # eval_reward and each task's metrics (eval/<task>/<metric>), not the counts
+            keys = [(s, m) for s, m in curves.metrics("eval") if m == "eval_reward" or (
+                m.count("/") == 2 and m.rsplit("/", 1)[1] not in EVAL_COUNTS)]  # fmt: skip
+            lines = [(m.removeprefix("eval/"), curves.get(s, m)) for s, m in keys]
         elif key == "loss":
             lines = [(s, curves.get(s, m)) for s, m in curves.metrics("loss") if m == "loss"]
         else:

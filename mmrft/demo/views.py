@@ -11,25 +11,27 @@ def _fence(text: str) -> str:
 
 
 def status_markdown(result: TryResult) -> str:
-    """One line: the error, or what the model saw."""
+    """One line: the error (``**Error:** ...``), or what the model saw."""
     if result.error:
-        return f"⚠️ **{result.error}**"
+        return f"**Error:** {result.error}"
     info = result.info
     size = "x".join(map(str, info.get("original_size", [])))
     seen = "x".join(map(str, info.get("model_size", [])))
-    line = f"✅ {info.get('kind', 'input')} {size} px, seen by the model at {seen} px ({info.get('coord_space')})"
+    line = (
+        f"{info.get('kind', 'input')} {size} px, seen by the model at {seen} px ({info.get('coord_space')})"
+    )
     if "frames" in info:
         line += f", {info['frames']} frames sampled of {info['duration_s']} s"
     errors = [f"{a.model}: {a.error}" for a in result.answers if a.error]
     if errors:
-        line += "\n\n⚠️ " + "; ".join(errors)
+        line += "\n\n**Error:** " + "; ".join(errors)
     return line
 
 
 def answer_markdown(answer: Answer) -> str:
     """A model's completions, what was read from each, and the rewards when they were scored."""
     if answer.error:
-        return f"⚠️ **{answer.model}: {answer.error}**"
+        return f"**Error:** {answer.model}: {answer.error}"
     parts = []
     for k, (text, pred) in enumerate(zip(answer.completions, answer.predictions)):
         head = f"**#{k + 1}**"

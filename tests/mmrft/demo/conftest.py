@@ -49,7 +49,7 @@ def demo_run(tmp_path_factory, shapes_dir, tiny_model_dir) -> Path:
         f"data.eval_file={shapes_dir / 'grounding_train.jsonl'}", f"train.output_dir={run}",
         "rollout.group_size=4", "rollout.max_completion_length=8", "train.prompts_per_step=4",
         "train.micro_batch_size=8", "train.progress_bar=false", "train.tensorboard=false", "train.plot=false",
-        "eval.max_samples=4", "eval.batch_size=4", "grpo.steps=2", "train.sample_every=1", "rewards=[iou, format]",
+        "eval.max_samples=4", "eval.batch_size=4", "grpo.steps=2", "train.sample_every=1", "rewards=[iou, {name: format, params: {structure: answer_only}}]",
     ])  # fmt: skip
     train(cfg)
     return run

@@ -77,6 +77,10 @@ def test_a_run_without_samples_says_so(tmp_path):
         in rollouts_view(tmp_path, 0, None, None, None).error
     )
     assert "no run directory" in curves_view("  ").error
+    assert (
+        rollouts_view(tmp_path, 0, "high", None, None).error
+        == "min reward: expected a number (or nothing), got 'high'"
+    )
     with pytest.raises(RunError, match="has no metrics.jsonl yet"):
         load_curves(tmp_path)
 

@@ -68,7 +68,7 @@ def test_the_tiny_model_answers_and_the_base_answers_beside_it(tiny_demo, square
     again = tiny_demo.run(square_png, "grounding", "", GROUND, "answer_only", "", True, 1.0, 6, 1, 0)
     twice = tiny_demo.run(square_png, "grounding", "", GROUND, "answer_only", "", True, 1.0, 6, 1, 0)
     assert again.answers[0].completions == twice.answers[0].completions  # greedy is deterministic
-    assert status_markdown(again).startswith("✅ image 150x100 px, seen by the model at 140x112 px")
+    assert status_markdown(again).startswith("image 150x100 px, seen by the model at 140x112 px")
 
 
 def _fields(m):
@@ -93,7 +93,7 @@ def test_bad_requests_answer_with_their_message(tiny_demo, square_png, args, mes
     kw.update(args)
     res = tiny_demo.run(kw.pop("media"), *kw.values())
     assert message in res.error and res.answers == []
-    assert status_markdown(res).startswith("⚠️ **") and message in status_markdown(res)
+    assert status_markdown(res).startswith("**Error:** ") and message in status_markdown(res)
 
 
 def test_a_generation_error_stays_in_its_request(tiny_demo, square_png, monkeypatch):
@@ -106,7 +106,7 @@ def test_a_generation_error_stays_in_its_request(tiny_demo, square_png, monkeypa
         res.error == ""
         and res.answers[0].error == "generation failed: RuntimeError: CUDA out of memory (simulated)"
     )
-    assert "⚠️ tuned: generation failed" in status_markdown(res)
+    assert "**Error:** tuned: generation failed" in status_markdown(res)
     monkeypatch.undo()
     ok = tiny_demo.run(square_png, "grounding", "", GROUND, "answer_only", "", True, 1.0, 4, 1, 0)
     assert ok.answers[0].error == "" and len(ok.answers[0].completions) == 1
