@@ -58,7 +58,7 @@ class RunBrowser:
                 {"error": view.error},
             )
         steps = gr.update(choices=view.steps, value=view.step)
-        return view.markdown.split("\n\n", 1)[0], steps, view.pictures, view.markdown, view.data
+        return view.summary, steps, view.pictures, view.markdown, view.data
 
     @staticmethod
     def curves(run_dir):

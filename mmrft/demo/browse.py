@@ -104,11 +104,12 @@ def group_markdown(g: PromptGroup) -> str:
 @dataclass
 class RolloutsView:
     """What the Rollouts tab shows for one step: error ("" when fine), the steps logged, the step shown,
-    a markdown table per prompt, pictures with captions, and the same as JSON."""
+    a summary line, a markdown table per prompt, pictures with captions, and the same as JSON."""
 
     error: str = ""
     steps: list[int] = field(default_factory=list)
     step: int | None = None
+    summary: str = ""
     markdown: str = ""
     pictures: list[tuple[Image.Image, str]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +134,8 @@ def rollouts_view(run_dir, step, min_reward, max_reward, records: RunRecords | N
         notes.append(f"{logged.bad_lines} unreadable line(s) skipped")
     if records is not None and records.note:
         notes.append(records.note)
-    view.markdown = " · ".join(notes) + "\n\n" + "\n\n".join(group_markdown(g) for g in groups[:MAX_GROUPS])
+    view.summary = " · ".join(notes)
+    view.markdown = "\n\n".join(group_markdown(g) for g in groups[:MAX_GROUPS])
     for g in groups:
         if records is None or len(view.pictures) >= MAX_PICTURES:
             break

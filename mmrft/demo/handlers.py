@@ -71,7 +71,7 @@ class TryResult:
                 "answers": {a.model: a.to_json() for a in self.answers}}  # fmt: skip
 
 
-def _input_info(media: Media, sample: Sample) -> dict[str, Any]:
+def _input_info(media: Media, sample: Sample, truth: Truth) -> dict[str, Any]:
     info: dict[str, Any] = {
         "kind": media.kind,
         "original_size": list(media.size),
@@ -84,7 +84,7 @@ def _input_info(media: Media, sample: Sample) -> dict[str, Any]:
         info["model_size"] = [int(clip.frames.shape[2]), int(clip.frames.shape[1])]
         info["frames"] = len(clip.timestamps)
         info["duration_s"] = round(float(clip.duration), 3)
-    info["truth"] = sample.solution_original
+    info["truth"] = sample.solution_original if truth.given else None  # original frame
     return info
 
 
@@ -232,8 +232,8 @@ class Demo:
                 if model.coord_space not in samples:
                     samples[model.coord_space] = self._prepare(media_path, task, prompt, truth_text, target,
                                                                model.coord_space)  # fmt: skip
-            media, first, _ = samples[self.models[0].coord_space]
-            result.info = _input_info(media, first)
+            media, first, truth = samples[self.models[0].coord_space]
+            result.info = _input_info(media, first, truth)
         except (InputError, ValueError) as e:
             result.error = str(e).splitlines()[0] if str(e) else type(e).__name__
             return result
@@ -271,7 +271,7 @@ class Demo:
                 raise InputError("the completion is empty: paste the model output to read and score")
             media, sample, truth = self._prepare(media_path, task, prompt, truth_text, target,
                                                  self.models[0].coord_space)  # fmt: skip
-            result.info = _input_info(media, sample)
+            result.info = _input_info(media, sample, truth)
             result.answers.append(self._answer("given", media, sample, truth, [completion], prompt_style))
         except (InputError, ValueError) as e:
             result.error = str(e).splitlines()[0] if str(e) else type(e).__name__

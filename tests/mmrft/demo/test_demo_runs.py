@@ -65,7 +65,12 @@ def test_rollouts_group_by_step_and_prompt_and_filter_by_reward(tmp_path):
     assert [len(g.completions) for g in filter_groups(log.groups[0], None, 0.5)] == [1, 1]
     assert [len(g.completions) for g in filter_groups(log.groups[0], None, None)] == [2, 2]
     view = rollouts_view(tmp_path, None, None, None, None)
-    assert view.step == 2 and "step 2: 2 of 2 completions" in view.markdown and view.pictures == []
+    assert (
+        view.step == 2
+        and view.summary
+        == "step 2: 2 of 2 completions in the reward range, 1 prompt(s) · 1 unreadable line(s) skipped"
+        and view.pictures == []
+    )
 
 
 def test_a_run_without_samples_says_so(tmp_path):

@@ -50,6 +50,7 @@ def test_without_truth_nothing_is_scored_and_failures_are_captioned(tiny_demo, s
     res = tiny_demo.score(square_png, "detection", "square", "Detect.", "answer_only", "", "no idea")
     ans = res.answers[0]
     assert ans.rewards == [] and ans.total == [] and ans.predictions[0].failure == "parse_fail"
+    assert res.info["truth"] is None  # the record's placeholder solution is never shown
     assert ans.picture.size[0] == 150 and ans.picture.size[1] > 100  # a caption band says it was not read
     assert "not read (parse_fail)" in answer_markdown(ans)
 
