@@ -76,7 +76,8 @@ def build_app(demo: Demo, run_dir: str | None = None, examples_dir: Path = ASSET
     has_base = len(demo.models) > 1
     browser = RunBrowser()
     first_task = "detection"
-    with gr.Blocks(title="mmrft demo", analytics_enabled=False) as app:
+    # uploads and pictures in gradio's cache are deleted an hour after they were made
+    with gr.Blocks(title="mmrft demo", analytics_enabled=False, delete_cache=(1800, 3600)) as app:
         gr.Markdown(f"## mmrft demo\n{names} · vision and rewards settings: {demo.settings.source}")
         with gr.Tab("Try", id="try"):
             with gr.Row():

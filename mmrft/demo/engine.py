@@ -90,8 +90,9 @@ def load_demo_model(path: str | Path, name: str, device: torch.device, settings:
 
 
 def decoding(greedy: bool, temperature: float, max_new_tokens: int, n_samples: int, seed: int) -> Decoding:
-    """The sampling controls, checked; raises ValueError with the control's name."""
-    n, new = int(n_samples), int(max_new_tokens)
+    """The sampling controls, checked; raises ValueError with the control's name (an empty control
+    counts as 0, the seed's as seed 0)."""
+    n, new, temperature, seed = int(n_samples or 0), int(max_new_tokens or 0), temperature or 0.0, seed or 0
     if not 1 <= n <= MAX_SAMPLES:
         raise ValueError(f"number of samples must be 1..{MAX_SAMPLES}, got {n}")
     if not 1 <= new <= MAX_NEW_TOKENS:

@@ -16,8 +16,16 @@ from PIL import Image
 
 from data_pipelines.sample import Sample
 from mmrft.demo import drawing, engine
-from mmrft.demo.inputs import InputError, Media, Truth, build_record, check_media, load_sample, parse_truth
-from mmrft.demo.inputs import template_prompt as _template_prompt
+from mmrft.demo.inputs import (
+    InputError,
+    Media,
+    Truth,
+    build_record,
+    check_media,
+    load_sample,
+    parse_truth,
+    template_prompt,
+)
 from mmrft.evaluation import ParseOptions, Prediction, parse_prediction
 
 log = logging.getLogger("mmrft.demo")
@@ -26,7 +34,9 @@ BOX_TASKS = ("detection", "grounding")
 
 @dataclass
 class Answer:
-    """One model's answers to one input. picture: the answers drawn in the ORIGINAL frame."""
+    """One model's answers to one input: per completion its parsed answer, rewards (empty when nothing is
+    scored) and total; tokens / seconds when generated here; renders: chart-to-code, "" (rendered) or why
+    not, per completion; picture: the answers drawn in the ORIGINAL frame; error: why there is none."""
 
     model: str
     completions: list[str] = field(default_factory=list)
@@ -35,9 +45,7 @@ class Answer:
     total: list[float | None] = field(default_factory=list)
     tokens: list[int] | None = None
     seconds: float | None = None
-    renders: list[str] = field(
-        default_factory=list
-    )  # chart-to-code: "" (rendered) or why not, per completion
+    renders: list[str] = field(default_factory=list)
     picture: Image.Image | None = None
     error: str = ""
 
@@ -191,7 +199,7 @@ class Demo:
     def template(self, task: str, target: str, prompt_style: str) -> str:
         """The project's prompt for a task template (the tuned model's coordinate frame)."""
         try:
-            return _template_prompt(task, target, prompt_style, self.models[0].coord_space)
+            return template_prompt(task, target, prompt_style, self.models[0].coord_space)
         except InputError as e:
             return f"({e})"
 
@@ -275,4 +283,7 @@ class Demo:
             result.answers.append(self._answer("given", media, sample, truth, [completion], prompt_style))
         except (InputError, ValueError) as e:
             result.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        except Exception as e:  # noqa: BLE001 - as in _model_answer: logged, shown in one line
+            log.exception("reading a given completion failed")
+            result.error = f"scoring failed: {type(e).__name__}: {e}".splitlines()[0]
         return result

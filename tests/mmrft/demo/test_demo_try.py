@@ -53,6 +53,8 @@ def test_without_truth_nothing_is_scored_and_failures_are_captioned(tiny_demo, s
     assert res.info["truth"] is None  # the record's placeholder solution is never shown
     assert ans.picture.size[0] == 150 and ans.picture.size[1] > 100  # a caption band says it was not read
     assert "not read (parse_fail)" in answer_markdown(ans)
+    empty = tiny_demo.score(square_png, "detection", "square", "Detect.", "answer_only", "", "  ")
+    assert empty.error == "the completion is empty: paste the model output to read and score"
 
 
 def test_the_tiny_model_answers_and_the_base_answers_beside_it(tiny_demo, square_png):
@@ -83,6 +85,7 @@ def _fields(m):
         (dict(n_samples=3), "greedy decoding gives 3 identical answers"),
         (dict(greedy=False, temperature=0), "temperature must be > 0"),
         (dict(max_new_tokens=0), "max new tokens must be 1..2048"),
+        (dict(n_samples=None), "number of samples must be 1..16, got 0"),  # an emptied control
         (dict(truth="[1, 2]"), "ground truth: expected one box"),
         (dict(task="temporal_grounding"), "task 'temporal_grounding' needs a 'video'"),
         (dict(media=None), "no input"),
