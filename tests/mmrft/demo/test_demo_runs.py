@@ -106,3 +106,26 @@ def test_rollouts_of_a_real_run_are_parsed_and_drawn_in_original_pixels(demo_run
     assert pic.width == 112 and caption.startswith(f"step 1 · {groups[0]['id']}")  # the 112 px original
     curves = curves_view(demo_run)
     assert curves.error == "" and curves.latest["grpo/reward"] is not None
+
+
+def test_a_logged_box_is_drawn_on_its_record_in_original_pixels(demo_run, tmp_path):
+    import shutil
+
+    from mmrft.demo.drawing import TRUTH_COLOR, color_of
+
+    shutil.copy(demo_run / "config.yaml", tmp_path / "config.yaml")  # names the run's training records
+    records = RunRecords(tmp_path)
+    rid, j = next(iter(records.index.items()))
+    x1, y1, x2, y2 = records.dataset.records[j]["solution"]["box"]  # 112 px images: model frame = original
+    hit = "<answer>" + json.dumps({"bbox_2d": [x1 + 4, y1 + 4, x2 - 4, y2 - 4]}) + "</answer>"
+    _write(tmp_path / "samples.jsonl", [
+        {"step": 5, "id": rid, "prompt": "p", "completion": hit, "reward": 0.6, "advantage": 0.5},
+        {"step": 5, "id": rid, "prompt": "p", "completion": "nothing", "reward": 0.0, "advantage": -0.5},
+    ])  # fmt: skip
+    view = rollouts_view(tmp_path, 5, None, None, records)
+    pic, caption = view.pictures[0]
+    assert caption == f"step 5 · {rid} · best reward 0.600"
+    assert pic.getpixel((int(x1) + 4, int(y1 + y2) // 2)) == color_of(0)  # completion #1's left edge
+    assert pic.getpixel((int(x1), int(y1 + y2) // 2)) == TRUTH_COLOR  # the truth's, 4 px further out
+    only_hits = rollouts_view(tmp_path, 5, 0.5, None, records)
+    assert [c["index"] for c in only_hits.data["groups"][0]["completions"]] == [0]
