@@ -189,3 +189,17 @@ def load_full_state_dict(model, optimizer, model_sd, optim_sd) -> None:
     set_state_dict(
         unwrap(model), optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts
     )
+
+
+def full_parameters(module: torch.nn.Module):
+    """Yield (name, full tensor) for each parameter of ``module``, one at a time, detached.
+
+    An FSDP2 shard (a DTensor) is gathered on its own with ``full_tensor()`` (a collective: every rank
+    must iterate the same parameters in the same order), so at most one unsharded parameter exists at
+    a time; a plain parameter is yielded as it is (no copy).
+    """
+    from torch.distributed.tensor import DTensor
+
+    for name, param in module.named_parameters():
+        t = param.detach()
+        yield name, (t.full_tensor() if isinstance(t, DTensor) else t)
