@@ -300,6 +300,9 @@ def test_video_timing_decides_the_logprobs(engine, hf, samples):
     second_per_grid_ts, hence other M-RoPE time positions) give other log-probs for the same tokens."""
     import dataclasses
 
+    from mmrft.vllm_engine import sync_weights
+
+    sync_weights(engine, hf.policy)  # earlier tests pushed other weights
     s = samples["video"]
     prompts = encode_prompts(hf.policy, hf.processor, [s], MAX_PROMPT, CPU)
     params = SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0)
