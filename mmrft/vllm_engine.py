@@ -163,6 +163,11 @@ class VLLMEngine:
         )
         if cfg.kv_cache_gb > 0 or not on_cuda:
             kwargs["kv_cache_memory_bytes"] = int((cfg.kv_cache_gb or 1.0) * 2**30)
+        if not on_cuda:
+            # vLLM rewinds a seeded generator when a prefill chunk's sampled token is discarded, and a CPU
+            # generator cannot rewind ("CPU Generator does not use offset"): prefill whole prompts only.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_prompt_length + max_new_tokens, 8192)
         if min_pixels is not None and max_pixels is not None:  # as load_processor: never resize again
             kwargs["mm_processor_kwargs"] = {
                 "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}

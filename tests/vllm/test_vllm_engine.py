@@ -150,6 +150,19 @@ def test_a_batch_is_group_contiguous_and_seeded_per_prompt(engine, hf, samples):
     assert other.texts != alone.texts
 
 
+def test_a_rollout_larger_than_one_scheduler_step(engine, hf, samples):
+    """160 seeded requests of ~57 prompt tokens each: more than one engine step's token budget (8192
+    here; with vLLM's CPU default, 4096 tokens and chunked prefill, seeded sampling crashed: "CPU
+    Generator does not use offset")."""
+    batch = [samples["multi_image"], samples["image"]] * 4
+    prompts = encode_prompts(hf.policy, hf.processor, batch, MAX_PROMPT, CPU)
+    assert int(prompts.attention_mask.sum()) * 20 > 8192
+    params = SamplingParams(max_new_tokens=4, temperature=1.0)
+    out = engine.generate(batch, prompts, 20, params, seeds=list(range(11, 19)))
+    assert out.rollout.completion_ids.shape[0] == 160
+    assert out.rollout.texts[:20] != out.rollout.texts[40:60]  # same prompt, other seed
+
+
 def test_stop_token_ends_the_completion_and_vision_tokens_are_never_sampled(engine, hf, samples, model_dir):
     """The stop token is kept (masked in), padding follows; truncation is reported."""
     from mmrft.rollout import FORBIDDEN_TOKENS
