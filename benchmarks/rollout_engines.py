@@ -10,8 +10,9 @@ completion is full length: the token counts below are the ones actually generate
   warm-up rollout);
 - time to first token: wall seconds of a rollout with ``max_new_tokens=1`` (vision tower, prefill and the
   first token for the whole batch);
-- memory: on CUDA, peak allocated by the HF rollout and the memory vLLM holds (weights + KV cache); on CPU,
-  the process RSS growth of the HF rollout, and the engine's RSS growth at start-up plus its KV cache;
+- memory: the HF loop's KV cache at the end of a rollout (computed: N rows of padded prompt + completion,
+  copied G times from the prefill; on CUDA also its measured peak), and what the vLLM engine holds from
+  its start (device memory on CUDA, RSS on CPU: weights, its fixed KV cache pool, runtime);
 - log-prob mismatch: |vLLM's log-prob - the trainer's ``completion_logprobs``| over vLLM's sampled tokens
   (mean and max) and the mean of exp(|diff|) (``token_prob_ratio``, 1 = no mismatch);
 - engine start and one weight sync (``sync_weights``), in seconds.
@@ -112,6 +113,9 @@ def run(args) -> dict:
     start_s = time.perf_counter() - t
     engine_mem = used_mb() - before
     sync = sync_weights(engine, model)
+    text = lm.policy.config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv_bytes_per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4  # K and V, fp32
     seeds = [sample_seed(0, i) for i in range(args.prompts)]
     rows = []
     for images in args.images:
@@ -135,9 +139,14 @@ def run(args) -> dict:
 
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            rss = _rss_mb()
+                base = torch.cuda.memory_allocated()
             hf_s, hf_ro = _timed(hf, args.repeats)
-            hf_mem = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb() - rss
+            # the HF loop's KV cache at the end: N rows of (padded prompt + completion) tokens
+            kv_tokens = hf_ro.completion_ids.shape[0] * (
+                prompts.input_ids.shape[1] + hf_ro.completion_ids.shape[1]
+            )
+            row["hf_kv_mb"] = kv_tokens * kv_bytes_per_token / 2**20
+            row["hf_peak_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else None
             vl_s, out = _timed(vl, args.repeats)
             row["hf_ttft_s"], _ = _timed(lambda f=first, g=hf: g(f), args.repeats)
             row["vllm_ttft_s"], _ = _timed(lambda f=first, g=vl: g(f), args.repeats)
@@ -152,7 +161,7 @@ def run(args) -> dict:
             row.update(
                 hf_s=hf_s, vllm_s=vl_s, hf_tokens=hf_tok, vllm_tokens=vl_tok,
                 hf_tok_per_s=hf_tok / hf_s, vllm_tok_per_s=vl_tok / vl_s,
-                hf_mem_mb=hf_mem, logprob_diff_mean=float(diff.mean()), logprob_diff_max=float(diff.max()),
+                logprob_diff_mean=float(diff.mean()), logprob_diff_max=float(diff.max()),
                 token_prob_ratio=float(torch.exp(diff).mean()),
             )  # fmt: skip
             rows.append(row)
@@ -190,14 +199,15 @@ def table(res: dict) -> str:
         f"{res['sync_mb']:.1f} MB in {res['sync_s']:.3f} s; load average at the end "
         f"{', '.join(f'{x:.1f}' for x in res['load_average_at_end'])}",
         "",
-        "| images/prompt | new tokens | HF tok/s | vLLM tok/s | HF TTFT s | vLLM TTFT s | HF mem MB | "
+        "| images/prompt | new tokens | HF tok/s | vLLM tok/s | HF TTFT s | vLLM TTFT s | HF KV cache MB | "
         "logp diff mean / max | token_prob_ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
+        kv = f"{r['hf_kv_mb']:.1f}" + ("" if r["hf_peak_mb"] is None else f" (peak {r['hf_peak_mb']:.0f})")
         lines.append(
             f"| {r['images_per_prompt']} | {r['new_tokens']} | {r['hf_tok_per_s']:.0f} | {r['vllm_tok_per_s']:.0f} | "
-            f"{r['hf_ttft_s']:.3f} | {r['vllm_ttft_s']:.3f} | {r['hf_mem_mb']:.0f} | "
+            f"{r['hf_ttft_s']:.3f} | {r['vllm_ttft_s']:.3f} | {kv} | "
             f"{r['logprob_diff_mean']:.1e} / {r['logprob_diff_max']:.1e} | {r['token_prob_ratio']:.6f} |"
         )
     return "\n".join(lines)

@@ -51,14 +51,29 @@ INSTALL_HINT = (
 
 def import_vllm():
     """The ``vllm`` module, imported in-process mode; a one-line ImportError saying what to install."""
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = (
-        "0"  # the engine core in this process: its model is reachable
-    )
+    # the engine core runs in this process, where its model can be reached for weight updates
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     try:
         import vllm
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} ({e})") from None
+    check_transformers()
     return vllm
+
+
+def check_transformers() -> None:
+    """vLLM 0.32 pins transformers<5.20, where mmrft's forwards lose their KV cache without an error
+    (they pass it as ``cache=``, a keyword transformers takes from 5.24 on): refuse that pairing."""
+    import inspect
+
+    import transformers
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLTextModel
+
+    if "cache" not in inspect.signature(Qwen2_5_VLTextModel.forward).parameters:
+        raise ImportError(
+            f"transformers {transformers.__version__} (pulled in by vLLM's pin) drops mmrft's KV cache: "
+            "pip install 'transformers==5.24.0' after installing vLLM (scripts/vllm-cpu-venv.sh does)"
+        )
 
 
 @dataclass
@@ -273,6 +288,10 @@ class VLLMEngine:
     ) -> EngineRollout:
         """``group_size`` completions for each sample; ``prompts`` is the trainer's ``encode_prompts``
         output for the same samples (its token ids are checked against vLLM's)."""
+        if not len(samples) == prompts.size == len(seeds):
+            raise ValueError(
+                f"{len(samples)} samples, {prompts.size} encoded prompts and {len(seeds)} seeds: one each"
+            )
         if params.max_new_tokens > self.max_new_tokens:
             raise ValueError(
                 f"rollout.max_completion_length={params.max_new_tokens} is over the engine's "

