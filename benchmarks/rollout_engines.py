@@ -9,7 +9,8 @@ completion is full length: the token counts below are the ones actually generate
 - tokens/s: completion tokens generated / wall seconds of one rollout (median of ``--repeats``, after a
   warm-up rollout);
 - time to first token: wall seconds of a rollout with ``max_new_tokens=1`` (vision tower, prefill and the
-  first token for the whole batch);
+  first token for the whole batch); vLLM's prefix and encoder caches are emptied before each rollout,
+  since a training step brings new prompts;
 - memory: the HF loop's KV cache at the end of a rollout (computed: N rows of padded prompt + completion,
   copied G times from the prefill; on CUDA also its measured peak), and what the vLLM engine holds from
   its start (device memory on CUDA, RSS on CPU: weights, its fixed KV cache pool, runtime);
@@ -135,6 +136,7 @@ def run(args) -> dict:
                     return generate(model, lm.processor, prompts, args.group, p, seeds)
 
             def vl(p=params, samples=samples, prompts=prompts):
+                engine.reset_caches()  # a training step brings new prompts: no prefix / encoder cache hits
                 return engine.generate(samples, prompts, args.group, p, seeds)
 
             if cuda:

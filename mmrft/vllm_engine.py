@@ -226,6 +226,15 @@ class VLLMEngine:
         for proc in self._scale_target:  # one per local worker (in-process: the same objects)
             proc.scale = scale
 
+    def reset_caches(self) -> None:
+        """Forget what earlier rollouts computed: prefix KV blocks, vision-encoder outputs, processed
+        inputs. Needed after a weight push (the reload clears the worker's copies only; the scheduler's
+        and the input processor's bookkeeping go with them, else the next image rollout fails with
+        "Encoder cache miss")."""
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()
+        self.llm.reset_mm_cache()
+
     def sleep(self) -> None:
         """Free the engine's GPU memory until the next ``generate`` / ``sync_weights`` (sleep_mode)."""
         if self.cfg.sleep_mode and not self.sleeping:
@@ -433,9 +442,5 @@ def sync_weights(engine: VLLMEngine, model, skip_frozen_vision: bool = True) -> 
         engine.llm.collective_rpc(
             "reload_weights", kwargs={"weights_iterator": stream(), "is_checkpoint_format": True}
         )
-    # Drop what the old weights computed: prefix KV blocks and vision-encoder outputs. The reload cleared
-    # the worker's copies only; the scheduler's and the input processor's bookkeeping go with them.
-    engine.llm.reset_prefix_cache()
-    engine.llm.llm_engine.reset_encoder_cache()
-    engine.llm.reset_mm_cache()
+    engine.reset_caches()
     return SyncStats(count, nbytes, time.perf_counter() - start)
