@@ -99,6 +99,23 @@ class VLLMEngineConfig:
     enable_prefix_caching: bool = True
     """Share the KV cache of a prompt's prefix between its G samples (reset after every weight sync)."""
 
+    def __post_init__(self) -> None:
+        checks = [
+            ("tensor_parallel_size", self.tensor_parallel_size >= 1, "an integer >= 1"),
+            ("gpu_memory_utilization", 0 < self.gpu_memory_utilization <= 1, "in (0, 1]"),
+            ("kv_cache_gb", self.kv_cache_gb >= 0, ">= 0 (0 = automatic)"),
+            (
+                "dtype",
+                self.dtype in ("auto", "float32", "bfloat16", "float16"),
+                "auto, float32, bfloat16 or float16",
+            ),
+            ("max_images_per_prompt", self.max_images_per_prompt >= 0, ">= 0"),
+            ("max_videos_per_prompt", self.max_videos_per_prompt >= 0, ">= 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"rollout.{name} must be {expected}; got {getattr(self, name)!r}")
+
 
 class EngineRollout(NamedTuple):
     """The HF path's Rollout plus vLLM's log-prob of each sampled token, engine_logprobs [N, T]

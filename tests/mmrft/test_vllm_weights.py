@@ -37,6 +37,19 @@ def test_a_transformers_that_drops_the_cache_keyword_is_refused(monkeypatch):
         vllm_engine.check_transformers()
 
 
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [("gpu_memory_utilization", 1.5, r"in \(0, 1\]"), ("tensor_parallel_size", 0, ">= 1"),
+     ("kv_cache_gb", -1.0, ">= 0"), ("dtype", "fp8", "auto, float32, bfloat16 or float16")],
+)  # fmt: skip
+def test_engine_config_names_a_bad_field(field, value, expected):
+    from mmrft.vllm_engine import VLLMEngineConfig
+
+    with pytest.raises(ValueError, match=rf"rollout.{field} must be .*{expected}.*; got {value!r}"):
+        VLLMEngineConfig(**{field: value})
+    assert VLLMEngineConfig().gpu_memory_utilization == 0.5
+
+
 def test_engine_names_are_the_transformers_names():
     assert _engine_name("hf.model.language_model.layers.0.mlp.up_proj.weight") == (
         "model.language_model.layers.0.mlp.up_proj.weight"
