@@ -57,6 +57,8 @@ def import_vllm():
         import vllm
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} ({e})") from None
+    if not hasattr(vllm, "LLM"):  # a folder named vllm on sys.path, not the package
+        raise ImportError(f"{INSTALL_HINT} (found only {list(getattr(vllm, '__path__', []))})")
     check_transformers()
     return vllm
 

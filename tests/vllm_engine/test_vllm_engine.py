@@ -22,10 +22,17 @@ from mmrft.models.forward import completion_logprobs, encode_vision
 from mmrft.models.loading import load_model
 from mmrft.rollout import SamplingParams, encode_prompts, generate
 
+
+def _vllm_installed() -> bool:
+    """vLLM itself, not a namespace package made of some folder named ``vllm`` on sys.path."""
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None
+
+
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(
-        importlib.util.find_spec("vllm") is None,
+        not _vllm_installed(),
         reason="vLLM is not installed (bash scripts/vllm-cpu-venv.sh DIR; DIR/bin/python -m pytest -m vllm)",
     ),
 ]

@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
+
+def _vllm_installed() -> bool:
+    """vLLM itself, not a namespace package made of some folder named ``vllm`` on sys.path."""
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None
+
+
 pytestmark = [
     pytest.mark.vllm,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed"),
+    pytest.mark.skipif(not _vllm_installed(), reason="vLLM is not installed"),
 ]
 
 JOB = Path(__file__).with_name("launcher_job.py")
@@ -37,7 +44,9 @@ def test_two_engines_generate_their_shares_and_follow_the_fsdp2_policy(tmp_path)
     def rows(r):  # each rank pads to its own longest completion; real log-probs are never exactly 0
         return [[x for x in row if x != 0.0] for row in r["logprobs"]]
 
-    assert rows(two[0]) + rows(two[1]) == rows(one[0])
+    # the same log-probs up to float rounding (2 prompts a batch instead of 4: other kernel shapes)
+    for a, b in zip(rows(two[0]) + rows(two[1]), rows(one[0]), strict=True):
+        assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
     for r in one + two:
         assert r["synced_tensors"] == 57  # every parameter of the tiny model, gathered shard by shard
         assert r["greedy_equal"], r
