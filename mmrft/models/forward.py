@@ -315,7 +315,9 @@ def _full_hidden(model, prompts, feats, seq_to_prompt, completion_ids, attn) -> 
         [prompts.position_ids[:, seq_to_prompt], _completion_positions(prompts, seq_to_prompt, T)], dim=2
     )  # [3, N, P+T]
     embeds = embed_with_vision(model, input_ids, feats, seq_to_prompt)
-    out = as_ops(model)("lm", inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids)
+    out = as_ops(model)(
+        "lm", inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=False
+    )
     return out.last_hidden_state[:, P - 1 : P + T - 1]
 
 
@@ -361,7 +363,9 @@ def _packed_hidden(model, prompts, feats, seq_to_prompt, completion_ids, complet
     text = valid.long().cumsum(1) - 1  # [N, P+T] position inside each sequence
     position_ids = torch.cat([text[valid][None], mrope[:, valid]], dim=0)[:, None]  # [4, 1, L]
     embeds = embed_with_vision(model, ids[valid][None], feats, seq_to_prompt)  # [1, L, H]
-    out = as_ops(model)("lm", inputs_embeds=embeds, position_ids=position_ids)
+    # no cache (the text config's use_cache defaults to True): with one, transformers would not look for
+    # packed sequences in the positions
+    out = as_ops(model)("lm", inputs_embeds=embeds, position_ids=position_ids, use_cache=False)
     where = (valid.flatten().long().cumsum(0) - 1).view(N, P + T)  # packed index of each position
     pick = where[:, P - 1 : P + T - 1][completion_mask.bool()]  # [M]
     return out.last_hidden_state[0, pick]

@@ -126,7 +126,9 @@ def test_rollout_logprobs_equal_the_training_forward(stopping, temperature):
         lp = completion_logprobs(model, pb, encode_vision(model, pb), ro.seq_to_prompt, ro.completion_ids,
                                  ro.completion_mask, temperature)  # fmt: skip
     torch.testing.assert_close(ro.logprobs, lp, atol=1e-5, rtol=0)
-    assert (ro.logprobs[ro.completion_mask == 0] == 0).all() and (ro.logprobs[ro.completion_mask == 1] < 0).all()
+    assert (ro.logprobs[ro.completion_mask == 0] == 0).all() and (
+        ro.logprobs[ro.completion_mask == 1] < 0
+    ).all()
 
 
 def test_a_rank_that_finished_keeps_stepping_with_the_others(stopping):
