@@ -191,46 +191,57 @@ def generate(
     cache.repeat_rows(G)
     last = ops("head", out.last_hidden_state[:, -1]).float().repeat_interleave(G, dim=0)  # [N, V]
 
-    keys = sequence_keys(seeds, G, device)  # [N]
-    rows = torch.arange(N, device=device)  # the sequences in the decode batch, by original index
+    # decode-batch state, one row per sequence still in the batch (``rows``: their original index)
+    rows = torch.arange(N, device=device)
+    keys = sequence_keys(seeds, G, device)  # [n] sampling keys
+    next_pos = prompts.next_position.repeat_interleave(G)  # [n] position of completion token 0
     # attention mask of every position a sequence can reach: its prompt's, then ones (a finished
     # sequence's later positions are never read: its outputs are discarded)
     attn = torch.ones((N, P + T_max), dtype=prompts.attention_mask.dtype, device=device)
     attn[:, :P] = prompts.attention_mask.repeat_interleave(G, dim=0)
-    next_pos = prompts.next_position.repeat_interleave(G)  # [N]
     tokens = torch.full((N, T_max), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((N, T_max), device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
     lengths = torch.zeros(N, dtype=torch.long, device=device)
+    result = (tokens.clone(), logprobs.clone(), lengths.clone())  # [N, ...] by original index
+
+    def flush():
+        for full, part in zip(result, (tokens, logprobs, lengths)):
+            full[rows] = part
+
     for t in range(T_max):
         scaled = last / lp_temperature if lp_temperature != 1.0 else last  # [n, V]
         logits = scaled.index_fill(-1, forbidden, float("-inf")) if forbidden.numel() else scaled
         if params.temperature <= 0:
             nxt = logits.argmax(-1)
         else:
-            nxt = draw(filter_logits(logits, params.top_k, params.top_p), uniforms(keys[rows], t))
-        active = ~done[rows]
+            nxt = draw(filter_logits(logits, params.top_k, params.top_p), uniforms(keys, t))
+        active = ~done
         nxt = torch.where(active, nxt, torch.full_like(nxt, pad_id))
         lp = scaled.gather(-1, nxt[:, None]).squeeze(-1) - torch.logsumexp(scaled, -1)
-        tokens[rows, t] = nxt
-        logprobs[rows, t] = torch.where(active, lp, torch.zeros_like(lp))
-        lengths[rows] += active.long()
-        done[rows] = done[rows] | (active & torch.isin(nxt, stop))
+        tokens[:, t] = nxt
+        logprobs[:, t] = torch.where(active, lp, torch.zeros_like(lp))
+        lengths += active.long()
+        done = done | (active & torch.isin(nxt, stop))
         finished = bool(done.all()) or t == T_max - 1  # no forward whose output is unused
         if all_done(finished) if all_done is not None else finished:
             break
         if compact:
-            running = (~done[rows]).nonzero().squeeze(-1)
+            running = (~done).nonzero().squeeze(-1)
             if running.numel() <= 0.75 * rows.numel():
                 if running.numel() == 0:  # every local sequence stopped, another rank's did not
                     running = running.new_zeros(1)
+                flush()
                 cache.keep_rows(running)
-                rows, nxt, attn = rows[running], nxt[running], attn[running]
+                rows, keys, next_pos, attn, nxt = (x[running] for x in (rows, keys, next_pos, attn, nxt))
+                tokens, logprobs, lengths, done = (x[running] for x in (tokens, logprobs, lengths, done))
         n = rows.numel()
-        pos = (next_pos[rows] + t).view(1, n, 1).expand(3, n, 1)
+        pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
         out = ops("lm", inputs_embeds=ops("embed", nxt[:, None]), attention_mask=attn[:, : P + t + 1],
                   position_ids=pos, cache=cache, use_cache=True)  # fmt: skip
         last = ops("head", out.last_hidden_state[:, -1]).float()
+    flush()
+    tokens, logprobs, lengths = result
 
     T = max(int(lengths.max()) if N else 0, 1)
     completion_ids = tokens[:, :T]
