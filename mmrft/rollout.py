@@ -71,6 +71,11 @@ class Rollout:
     logprobs: Tensor | None = None
 
 
+def _repeat(x: Tensor, G: int) -> Tensor:
+    """[B, ...] -> [B*G, ...], each row G times in a row (``repeat_interleave`` as one expand + copy)."""
+    return x[:, None].expand(x.shape[0], G, *x.shape[1:]).reshape(x.shape[0] * G, *x.shape[1:])
+
+
 def _video_inputs(samples: list[Sample]) -> tuple[list, list[dict]]:
     """Frames already sampled and resized by data_pipelines, with the ``video_metadata`` that tells the
     processor their true timing (without it transformers assumes 24 fps and the time axis is wrong)."""
@@ -189,16 +194,16 @@ def generate(
     out = ops("lm", inputs_embeds=embeds, attention_mask=prompts.attention_mask,
               position_ids=prompts.position_ids, cache=cache, use_cache=True)  # fmt: skip
     cache.repeat_rows(G)
-    last = ops("head", out.last_hidden_state[:, -1]).float().repeat_interleave(G, dim=0)  # [N, V]
+    last = _repeat(ops("head", out.last_hidden_state[:, -1]).float(), G)  # [N, V]
 
     # decode-batch state, one row per sequence still in the batch (``rows``: their original index)
     rows = torch.arange(N, device=device)
     keys = sequence_keys(seeds, G, device)  # [n] sampling keys
-    next_pos = prompts.next_position.repeat_interleave(G)  # [n] position of completion token 0
+    next_pos = _repeat(prompts.next_position, G)  # [n] position of completion token 0
     # attention mask of every position a sequence can reach: its prompt's, then ones (a finished
     # sequence's later positions are never read: its outputs are discarded)
     attn = torch.ones((N, P + T_max), dtype=prompts.attention_mask.dtype, device=device)
-    attn[:, :P] = prompts.attention_mask.repeat_interleave(G, dim=0)
+    attn.view(B, G, -1)[:, :, :P] = prompts.attention_mask[:, None]
     tokens = torch.full((N, T_max), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((N, T_max), device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
@@ -211,14 +216,16 @@ def generate(
 
     for t in range(T_max):
         scaled = last / lp_temperature if lp_temperature != 1.0 else last  # [n, V]
-        logits = scaled.index_fill(-1, forbidden, float("-inf")) if forbidden.numel() else scaled
+        lse = torch.logsumexp(scaled, -1)  # of the unfiltered distribution (what training recomputes)
+        logits = scaled.index_fill_(-1, forbidden, float("-inf")) if forbidden.numel() else scaled
         if params.temperature <= 0:
             nxt = logits.argmax(-1)
         else:
             nxt = draw(filter_logits(logits, params.top_k, params.top_p), uniforms(keys, t))
         active = ~done
         nxt = torch.where(active, nxt, torch.full_like(nxt, pad_id))
-        lp = scaled.gather(-1, nxt[:, None]).squeeze(-1) - torch.logsumexp(scaled, -1)
+        lp = last.gather(-1, nxt[:, None]).squeeze(-1)
+        lp = (lp / lp_temperature if lp_temperature != 1.0 else lp) - lse
         tokens[:, t] = nxt
         logprobs[:, t] = torch.where(active, lp, torch.zeros_like(lp))
         lengths += active.long()
@@ -252,5 +259,5 @@ def generate(
     texts = tok.batch_decode(
         [ids[: int(n)].tolist() for ids, n in zip(completion_ids, lengths)], skip_special_tokens=True
     )
-    return Rollout(prompts, completion_ids, completion_mask, prompt_index.repeat_interleave(G), texts,
+    return Rollout(prompts, completion_ids, completion_mask, _repeat(prompt_index, G), texts,
                    truncated, G, logprobs[:, :T])  # fmt: skip

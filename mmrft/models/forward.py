@@ -5,6 +5,12 @@ prompts' images once (``encode_vision``); generation prefills the B prompts once
 cache G times; the training forward scatters each prompt's features into its G sequences. M-RoPE
 positions are computed once per prompt (``get_rope_index``) and continue 1-D over the completion.
 
+``completion_logprobs`` (the training forward) runs each prompt once and lets its G completions attend
+to the prompt's recorded keys/values, with or without gradient checkpointing (``share_prefix``), or the
+N full sequences padded, or packed without padding (``packed``); only masked-in completion tokens reach
+the LM head, a bounded chunk of tokens at a time (``head_logprobs``). Vision features computed once
+without grad can serve every forward when the vision tower is frozen (``vision_frozen``).
+
 Works for Qwen2.5-VL and Qwen2-VL through ``model.model.{visual, language_model, get_rope_index}``
 (transformers 5.x) and through a peft wrapper.
 """
