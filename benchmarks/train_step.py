@@ -38,8 +38,8 @@ Run::
     python benchmarks/train_step.py --preset tiny --max-completion 64 --beta 0.04 --json /tmp/row.json
     python benchmarks/train_step.py --matrix                           # every row of the target list
 
-Prints a markdown table; writes ``benchmarks/results/train_step.json`` and ``.md`` (``--matrix``:
-``train_step_matrix.json``) unless ``--no-write``; ``--json PATH`` also writes that run's rows to PATH.
+Prints a markdown table; writes ``benchmarks/results/train_step.json`` and ``.md`` for ``--matrix``, else
+``train_step_row.json`` and ``.md``, unless ``--no-write``; ``--json PATH`` also writes that run's rows to PATH.
 """
 
 from __future__ import annotations
@@ -431,7 +431,7 @@ def main() -> None:
         args.json.write_text(payload)
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
-        stem = "train_step_matrix" if args.matrix else "train_step"
+        stem = "train_step" if args.matrix else "train_step_row"
         (RESULTS / f"{stem}.json").write_text(payload)
         (RESULTS / f"{stem}.md").write_text(markdown(results, env, cmd, args))
         print(f"\nwrote {RESULTS / stem}.json and .md")
