@@ -72,8 +72,9 @@ class Rollout:
 
 
 def _repeat(x: Tensor, G: int) -> Tensor:
-    """[B, ...] -> [B*G, ...], each row G times in a row (``repeat_interleave`` as one expand + copy)."""
-    return x[:, None].expand(x.shape[0], G, *x.shape[1:]).reshape(x.shape[0] * G, *x.shape[1:])
+    """[B, ...] -> [B*G, ...], each row G times in a row (``repeat_interleave`` as one expand + copy;
+    always a new tensor, never a stride-0 view)."""
+    return x[:, None].expand(x.shape[0], G, *x.shape[1:]).contiguous().view(x.shape[0] * G, *x.shape[1:])
 
 
 def _video_inputs(samples: list[Sample]) -> tuple[list, list[dict]]:

@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_flatten
 from data_pipelines.sample import Sample, VideoClip
 from mmrft.models.forward import completion_logprobs, encode_vision, vision_frozen
 from mmrft.models.loading import load_model, vision_tower
-from mmrft.rollout import encode_prompts
+from mmrft.rollout import SamplingParams, encode_prompts, generate
 from tests.mmrft.test_rollout import _sample
 
 CPU = torch.device("cpu")
@@ -161,7 +161,10 @@ def test_vision_features_computed_once_serve_every_forward(tiny_model_dir):
         once = encode_vision(policy, pb)  # the step's one vision pass
         ref = completion_logprobs(reference, pb, once, s2p, ids, mask)
         old = completion_logprobs(policy, pb, once, s2p, ids, mask)
-        assert len(calls) == 2  # images, video; nothing more for the two forwards
+        params = SamplingParams(max_new_tokens=4)
+        ro = generate(policy, lm.processor, pb, 2, params, seeds=[1, 2, 3], feats=once)
+        assert len(calls) == 2  # images, video; nothing more for generation and the two forwards
+        assert ro.texts == generate(policy, lm.processor, pb, 2, params, seeds=[1, 2, 3]).texts
         torch.testing.assert_close(
             ref, completion_logprobs(reference, pb, encode_vision(reference, pb), s2p, ids, mask)
         )
