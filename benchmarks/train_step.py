@@ -397,6 +397,15 @@ def main() -> None:
     )
     ap.add_argument("--no-write", action="store_true", help="print only; do not write benchmarks/results/")
     args = ap.parse_args()
+    if args.image_size % 28:
+        ap.error(f"--image-size must be a multiple of 28 (patch 14 x merge 2), got {args.image_size}")
+    if args.video_frames and (args.video_frames % 2 or args.images_per_prompt != 1):
+        ap.error(
+            "--video-frames must be even (2 frames a temporal patch) and used without --images-per-prompt"
+        )
+    for flag in ("max_completion", "mu", "images_per_prompt", "steps"):
+        if getattr(args, flag) < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
