@@ -77,6 +77,22 @@ def _repeat(x: Tensor, G: int) -> Tensor:
     return x[:, None].expand(x.shape[0], G, *x.shape[1:]).contiguous().view(x.shape[0] * G, *x.shape[1:])
 
 
+def _step_mask_builder(text_config, prompt_mask: Tensor) -> Callable[[Tensor, int], Tensor | dict]:
+    """How a decode step passes its attention mask (attn [n, P + T_max] -> the first L columns).
+
+    With sdpa and full attention in every layer the mask goes in already prepared, as the decoder's
+    per-layer-type dict, so the decoder skips building it every step: None when no prompt is padded
+    (one query token may see every cached position), else a boolean [n, 1, 1, L] view. Otherwise (eager,
+    flash-attention, sliding-window layers) the 2D mask, which the decoder prepares itself.
+    """
+    types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
+    if text_config._attn_implementation != "sdpa" or types != {"full_attention"}:
+        return lambda attn, L: attn[:, :L]
+    if bool(prompt_mask.all()):
+        return lambda attn, L: {"full_attention": None}
+    return lambda attn, L: {"full_attention": attn[:, None, None, :L].bool()}
+
+
 def _video_inputs(samples: list[Sample]) -> tuple[list, list[dict]]:
     """Frames already sampled and resized by data_pipelines, with the ``video_metadata`` that tells the
     processor their true timing (without it transformers assumes 24 fps and the time axis is wrong)."""
@@ -205,6 +221,7 @@ def generate(
     # sequence's later positions are never read: its outputs are discarded)
     attn = torch.ones((N, P + T_max), dtype=prompts.attention_mask.dtype, device=device)
     attn.view(B, G, -1)[:, :, :P] = prompts.attention_mask[:, None]
+    step_mask = _step_mask_builder(inner.model.language_model.config, prompts.attention_mask)
     tokens = torch.full((N, T_max), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((N, T_max), device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
@@ -245,7 +262,7 @@ def generate(
                 tokens, logprobs, lengths, done = (x[running] for x in (tokens, logprobs, lengths, done))
         n = rows.numel()
         pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
-        out = ops("lm", inputs_embeds=ops("embed", nxt[:, None]), attention_mask=attn[:, : P + t + 1],
+        out = ops("lm", inputs_embeds=ops("embed", nxt[:, None]), attention_mask=step_mask(attn, P + t + 1),
                   position_ids=pos, cache=cache, use_cache=True)  # fmt: skip
         last = ops("head", out.last_hidden_state[:, -1]).float()
     flush()

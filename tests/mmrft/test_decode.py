@@ -217,3 +217,18 @@ def test_draw_is_an_inverse_cdf_that_never_picks_a_filtered_token():
     assert draw(filt, torch.tensor([0.2, 0.7, 1.0])).tolist() == [1, 3, 3]
     big = torch.tensor([[ninf] * 5 + [0.0, 0.0] + [ninf] * 3])
     assert draw(big, torch.tensor([1.0])).tolist() == [6]  # the target at the very top: last with mass
+
+
+def test_eager_attention_decodes_like_sdpa(tiny_model_dir, loaded_plain):
+    """sdpa gets its decode mask prepared (None or a boolean view); eager builds its own from the 2D mask."""
+    eager = load_model(tiny_model_dir, device=CPU, attn_implementation="eager")
+    eager.policy.eval()
+    assert eager.policy.model.language_model.config._attn_implementation == "eager"
+    samples = [_sample(0), _sample(1, (168, 112), words=3)]  # padded
+    p = SamplingParams(max_new_tokens=8, temperature=1.0)
+    outs = []
+    for lm in (loaded_plain, eager):
+        pb = encode_prompts(lm.policy, lm.processor, samples, 512, CPU)
+        outs.append(generate(lm.policy, lm.processor, pb, 2, p, seeds=[3, 4]))
+    assert torch.equal(outs[0].completion_ids, outs[1].completion_ids)
+    torch.testing.assert_close(outs[0].logprobs, outs[1].logprobs, atol=1e-5, rtol=0)
