@@ -3,7 +3,9 @@
 ``encode_prompts`` turns Samples into a left-padded ``PromptBatch`` (never truncating: a prompt over
 ``max_prompt_length`` is an error naming the record). ``generate`` prefills the B prompts once, copies the
 KV cache G times and samples token by token, stopping each sequence at ``<|im_end|>``; vision special
-tokens are never sampled. Sampling noise is seeded per prompt (``seeds[b]``), so the completions of a
+tokens are never sampled. The KV cache and attention mask are preallocated and written in place, and
+finished sequences leave the decode batch (``mmrft.models.cache.DecodeCache``). Sampling randomness is a
+per-prompt counter-based hash computed on the device (``mmrft.sampling``), so the completions of a
 prompt do not depend on which other prompts share its batch, its rank, or the world size.
 """
 
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 from data_pipelines.sample import Sample
+from mmrft.models.cache import DecodeCache
 from mmrft.models.forward import (
     PromptBatch,
     VisionFeatures,
@@ -25,6 +28,9 @@ from mmrft.models.forward import (
     encode_vision,
     rope_positions,
 )
+from mmrft.sampling import SamplingParams, draw, filter_logits, sequence_keys, uniforms
+
+__all__ = ["FORBIDDEN_TOKENS", "Rollout", "SamplingParams", "encode_prompts", "generate"]
 
 # Special tokens a policy must never emit: they would ask for vision features that do not exist.
 FORBIDDEN_TOKENS = (
@@ -44,22 +50,15 @@ FORBIDDEN_TOKENS = (
 
 
 @dataclass
-class SamplingParams:
-    """How completions are drawn. temperature 0 means greedy."""
-
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-
-
-@dataclass
 class Rollout:
     """N = B*G completions, group-contiguous (the G completions of prompt 0 first).
 
     completion_ids / completion_mask: [N, T], right-padded; the mask covers tokens up to and including
     the stop token. texts: decoded completions without special tokens. seq_to_prompt: [N].
     truncated: [N] True where the completion hit max_new_tokens without a stop token.
+    logprobs: [N, T] log-probs of the sampled tokens under the sampling model at the rollout
+    temperature, before top-k / top-p (what the training forward recomputes); 0 on padding. None when
+    the engine does not report them.
     """
 
     prompts: PromptBatch
@@ -69,6 +68,29 @@ class Rollout:
     texts: list[str]
     truncated: Tensor
     group_size: int
+    logprobs: Tensor | None = None
+
+
+def _repeat(x: Tensor, G: int) -> Tensor:
+    """[B, ...] -> [B*G, ...], each row G times in a row (``repeat_interleave`` as one expand + copy;
+    always a new tensor, never a stride-0 view)."""
+    return x[:, None].expand(x.shape[0], G, *x.shape[1:]).contiguous().view(x.shape[0] * G, *x.shape[1:])
+
+
+def _step_mask_builder(text_config, prompt_mask: Tensor) -> Callable[[Tensor, int], Tensor | dict]:
+    """How a decode step passes its attention mask (attn [n, P + T_max] -> the first L columns).
+
+    With sdpa and full attention in every layer the mask goes in already prepared, as the decoder's
+    per-layer-type dict, so the decoder skips building it every step: None when no prompt is padded
+    (one query token may see every cached position), else a boolean [n, 1, 1, L] view. Otherwise (eager,
+    flash-attention, sliding-window layers) the 2D mask, which the decoder prepares itself.
+    """
+    types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
+    if text_config._attn_implementation != "sdpa" or types != {"full_attention"}:
+        return lambda attn, L: attn[:, :L]
+    if bool(prompt_mask.all()):
+        return lambda attn, L: {"full_attention": None}
+    return lambda attn, L: {"full_attention": attn[:, None, None, :L].bool()}
 
 
 def _video_inputs(samples: list[Sample]) -> tuple[list, list[dict]]:
@@ -145,22 +167,6 @@ def encode_prompts(
     )
 
 
-def _filter_logits(logits: Tensor, params: SamplingParams) -> Tensor:
-    """Temperature, top-k and top-p on logits [N, V] (filtered entries become -inf)."""
-    logits = logits / params.temperature
-    if params.top_k and params.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        cum = probs.cumsum(-1)
-        drop_sorted = cum - probs > params.top_p  # keep the smallest prefix whose mass reaches top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
-
-
 @torch.no_grad()
 def generate(
     model,
@@ -171,86 +177,98 @@ def generate(
     seeds: list[int],
     feats: VisionFeatures | None = None,
     all_done: Callable[[bool], bool] | None = None,
+    compact: bool = True,
 ) -> Rollout:
     """Sample ``group_size`` completions for each prompt.
 
-    seeds: one int per prompt; completion g of prompt b uses noise from a generator seeded with
-    seeds[b], so results are independent of batch composition. Returns a group-contiguous Rollout.
+    seeds: one int per prompt; the randomness of completion g of prompt b is a hash of (seeds[b], g,
+    token index), so results are independent of batch composition. Returns a group-contiguous Rollout.
+    feats: the prompts' vision features when already computed (else the vision tower runs here, once).
     all_done: turns "every local sequence stopped" into "every rank's did" (FSDP2 needs all ranks to
     run the same number of decode steps, since each forward is a collective).
+    compact: drop finished sequences from the decode batch (when a quarter of it has finished); the
+    completions are the same either way. A rank whose sequences all stopped keeps one row and runs on.
     """
     inner = _inner(model)
     ops = as_ops(model)
     tok = processor.tokenizer
     device = prompts.input_ids.device
-    B, G = prompts.size, group_size
-    N = B * G
+    B, G, T_max = prompts.size, group_size, params.max_new_tokens
+    N, P = B * G, prompts.input_ids.shape[1]
     stop_ids = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
     stop = torch.tensor(sorted(i for i in stop_ids if i is not None), device=device)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(stop[0])
     vocab = inner.lm_head.out_features
     forbidden = [tok.convert_tokens_to_ids(t) for t in FORBIDDEN_TOKENS]
     forbidden = torch.tensor([i for i in forbidden if i is not None and 0 <= i < vocab], device=device)
+    lp_temperature = params.temperature if params.temperature > 0 else 1.0
 
     if feats is None:
         feats = encode_vision(model, prompts)
     prompt_index = torch.arange(B, device=device)
     embeds = embed_with_vision(model, prompts.input_ids, feats, prompt_index)  # [B, P, H]
-    out = ops(
-        "lm",
-        inputs_embeds=embeds,
-        attention_mask=prompts.attention_mask,
-        position_ids=prompts.position_ids,
-        use_cache=True,
-    )
-    cache = out.cache if hasattr(out, "cache") else out.past_key_values
-    cache.batch_repeat_interleave(G)
-    last = ops("head", out.last_hidden_state[:, -1]).float().repeat_interleave(G, dim=0)  # [N, V]
+    cache = DecodeCache(len(inner.model.language_model.layers), P + T_max)
+    out = ops("lm", inputs_embeds=embeds, attention_mask=prompts.attention_mask,
+              position_ids=prompts.position_ids, cache=cache, use_cache=True)  # fmt: skip
+    cache.repeat_rows(G)
+    last = _repeat(ops("head", out.last_hidden_state[:, -1]).float(), G)  # [N, V]
 
-    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-    seq_to_prompt = prompt_index.repeat_interleave(G)
-    attn = prompts.attention_mask.repeat_interleave(G, dim=0)
-    next_pos = prompts.next_position.repeat_interleave(G)
-    tokens = torch.full((N, params.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    # decode-batch state, one row per sequence still in the batch (``rows``: their original index)
+    rows = torch.arange(N, device=device)
+    keys = sequence_keys(seeds, G, device)  # [n] sampling keys
+    next_pos = _repeat(prompts.next_position, G)  # [n] position of completion token 0
+    # attention mask of every position a sequence can reach: its prompt's, then ones (a finished
+    # sequence's later positions are never read: its outputs are discarded)
+    attn = torch.ones((N, P + T_max), dtype=prompts.attention_mask.dtype, device=device)
+    attn.view(B, G, -1)[:, :, :P] = prompts.attention_mask[:, None]
+    step_mask = _step_mask_builder(inner.model.language_model.config, prompts.attention_mask)
+    tokens = torch.full((N, T_max), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros((N, T_max), device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
     lengths = torch.zeros(N, dtype=torch.long, device=device)
-    for t in range(params.max_new_tokens):
-        logits = last
-        if forbidden.numel():
-            logits = logits.index_fill(-1, forbidden, float("-inf"))
+    result = (tokens.clone(), logprobs.clone(), lengths.clone())  # [N, ...] by original index
+
+    def flush():
+        for full, part in zip(result, (tokens, logprobs, lengths)):
+            full[rows] = part
+
+    for t in range(T_max):
+        scaled = last / lp_temperature if lp_temperature != 1.0 else last  # [n, V]
+        lse = torch.logsumexp(scaled, -1)  # of the unfiltered distribution (what training recomputes)
+        logits = scaled.index_fill_(-1, forbidden, float("-inf")) if forbidden.numel() else scaled
         if params.temperature <= 0:
             nxt = logits.argmax(-1)
         else:
-            filt = _filter_logits(logits, params)
-            # Gumbel-max sampling with per-prompt noise: [G, V] from each prompt's own generator
-            u = torch.cat([torch.rand((G, filt.shape[-1]), generator=g) for g in gens]).to(device)
-            expo = (-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20)  # Exp(1) noise
-            gumbel = -torch.log(expo)
-            nxt = (filt + gumbel).argmax(-1)
+            nxt = draw(filter_logits(logits, params.top_k, params.top_p), uniforms(keys, t))
         active = ~done
         nxt = torch.where(active, nxt, torch.full_like(nxt, pad_id))
+        lp = last.gather(-1, nxt[:, None]).squeeze(-1)
+        lp = (lp / lp_temperature if lp_temperature != 1.0 else lp) - lse
         tokens[:, t] = nxt
+        logprobs[:, t] = torch.where(active, lp, torch.zeros_like(lp))
         lengths += active.long()
         done = done | (active & torch.isin(nxt, stop))
-        finished = bool(done.all()) or t == params.max_new_tokens - 1  # no forward whose output is unused
+        finished = bool(done.all()) or t == T_max - 1  # no forward whose output is unused
         if all_done(finished) if all_done is not None else finished:
             break
-        attn = torch.cat([attn, active.long()[:, None]], dim=1)
-        pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
-        step_embeds = ops("embed", nxt[:, None])
-        out = ops(
-            "lm",
-            inputs_embeds=step_embeds,
-            attention_mask=attn,
-            position_ids=pos,
-            cache=cache,
-            use_cache=True,
-        )
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        if compact:
+            running = (~done).nonzero().squeeze(-1)
+            if running.numel() <= 0.75 * rows.numel():
+                if running.numel() == 0:  # every local sequence stopped, another rank's did not
+                    running = running.new_zeros(1)
+                flush()
+                cache.keep_rows(running)
+                rows, keys, next_pos, attn, nxt = (x[running] for x in (rows, keys, next_pos, attn, nxt))
+                tokens, logprobs, lengths, done = (x[running] for x in (tokens, logprobs, lengths, done))
+        n = rows.numel()
+        pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
+        out = ops("lm", inputs_embeds=ops("embed", nxt[:, None]), attention_mask=step_mask(attn, P + t + 1),
+                  position_ids=pos, cache=cache, use_cache=True)  # fmt: skip
         last = ops("head", out.last_hidden_state[:, -1]).float()
+    flush()
+    tokens, logprobs, lengths = result
 
-    T = int(lengths.max()) if N else 0
-    T = max(T, 1)
+    T = max(int(lengths.max()) if N else 0, 1)
     completion_ids = tokens[:, :T]
     steps = torch.arange(T, device=device)
     completion_mask = (steps[None] < lengths[:, None]).long()
@@ -259,4 +277,5 @@ def generate(
     texts = tok.batch_decode(
         [ids[: int(n)].tolist() for ids, n in zip(completion_ids, lengths)], skip_special_tokens=True
     )
-    return Rollout(prompts, completion_ids, completion_mask, seq_to_prompt, texts, truncated, G)
+    return Rollout(prompts, completion_ids, completion_mask, _repeat(prompt_index, G), texts,
+                   truncated, G, logprobs[:, :T])  # fmt: skip

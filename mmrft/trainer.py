@@ -301,7 +301,6 @@ class Trainer:
                 ro.completion_ids[seqs],
                 ro.completion_mask[seqs],
                 temperature,
-                share_prefix=not cfg.model.gradient_checkpointing,
             )
 
         ref_lp, old_lp = {}, {}

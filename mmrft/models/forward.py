@@ -5,6 +5,12 @@ prompts' images once (``encode_vision``); generation prefills the B prompts once
 cache G times; the training forward scatters each prompt's features into its G sequences. M-RoPE
 positions are computed once per prompt (``get_rope_index``) and continue 1-D over the completion.
 
+``completion_logprobs`` (the training forward) runs each prompt once and lets its G completions attend
+to the prompt's recorded keys/values, with or without gradient checkpointing (``share_prefix``), or the
+N full sequences padded, or packed without padding (``packed``); only masked-in completion tokens reach
+the LM head, a bounded chunk of tokens at a time (``head_logprobs``). Vision features computed once
+without grad can serve every forward when the vision tower is frozen (``vision_frozen``).
+
 Works for Qwen2.5-VL and Qwen2-VL through ``model.model.{visual, language_model, get_rope_index}``
 (transformers 5.x) and through a peft wrapper.
 """
@@ -16,6 +22,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from mmrft.models.cache import PrefixCapture, SharedPrefixCache, checkpointable_cache
 
 
 @dataclass
@@ -105,6 +114,10 @@ class VisionFeatures:
 
     image_feats: list[Tensor | None]
     video_feats: list[Tensor | None]
+
+    def select(self, prompts: list[int]) -> VisionFeatures:
+        """The features of the given prompt indices (matching ``PromptBatch.select``)."""
+        return VisionFeatures([self.image_feats[b] for b in prompts], [self.video_feats[b] for b in prompts])
 
 
 def _inner(model):
@@ -227,8 +240,8 @@ def embed_with_vision(model, input_ids: Tensor, feats: VisionFeatures, seq_to_pr
 def selected_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     """log p(token) from logits [..., V] and tokens [...] -> [...].
 
-    fp32/fp64: gather minus logsumexp (no full log-softmax copy). Half precision: one row at a time in
-    fp32, so no fp32 copy of the whole [N, T, V] logits is ever made.
+    fp32/fp64: gather minus logsumexp (no full log-softmax copy). Half precision: one row of dim -2 at a
+    time in fp32, so no fp32 copy of more than one row's logits is made.
     """
     if logits.dtype in (torch.float32, torch.float64):
         picked = logits.gather(-1, tokens[..., None]).squeeze(-1)
@@ -242,6 +255,128 @@ def selected_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
     return torch.stack(rows).reshape(tokens.shape)
 
 
+# Logits of at most this many elements exist at once in ``head_logprobs`` (2**26: 443 tokens of a 151k
+# vocabulary, 256 MB in fp32); the tiny models' 1k vocabulary gives 65k tokens, i.e. one chunk.
+LOGITS_BUDGET = 2**26
+
+
+def _chunk_logprobs(ops: VLMOps, hidden: Tensor, tokens: Tensor, temperature: float) -> Tensor:
+    logits = ops("head", hidden)  # [C, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    return selected_logprobs(logits[None], tokens[None])[0]
+
+
+def head_logprobs(
+    model, hidden: Tensor, tokens: Tensor, temperature: float = 1.0, chunk_tokens: int | None = None
+) -> Tensor:
+    """log p(tokens) [M] from final hidden states [M, H] through the LM head, ``chunk_tokens`` at a time.
+
+    Never more than one chunk's logits [chunk_tokens, V] exist: with grad enabled each chunk is
+    checkpointed (its logits are recomputed in backward instead of kept). Default chunk: LOGITS_BUDGET
+    elements of logits; when every token fits in one chunk, it runs as one plain head call.
+    """
+    ops = as_ops(model)
+    M = hidden.shape[0]
+    size = chunk_tokens or max(1, LOGITS_BUDGET // _inner(model).lm_head.out_features)
+    if M <= size:
+        return _chunk_logprobs(ops, hidden, tokens, temperature)
+    parts = []
+    for i in range(0, M, size):
+        h, t = hidden[i : i + size], tokens[i : i + size]
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_chunk_logprobs, ops, h, t, temperature, use_reentrant=False))
+        else:
+            parts.append(_chunk_logprobs(ops, h, t, temperature))
+    return torch.cat(parts)
+
+
+def vision_frozen(model) -> bool:
+    """True when no vision-tower parameter trains: features computed once without grad then serve the
+    policy forward too (and the reference's, which shares the frozen weights)."""
+    return not any(p.requires_grad for p in _inner(model).model.visual.parameters())
+
+
+def _check_features(model, feats: VisionFeatures) -> None:
+    if not torch.is_grad_enabled():
+        return
+    parts = [f for f in feats.image_feats + feats.video_feats if f is not None]
+    if parts and not all(f.requires_grad for f in parts) and not vision_frozen(model):
+        raise ValueError(
+            "vision features computed without grad cannot train the vision tower: recompute them with "
+            "grad enabled, or freeze it (model.freeze_vision=true)"
+        )
+
+
+def _completion_positions(prompts: PromptBatch, seq_to_prompt: Tensor, T: int) -> Tensor:
+    steps = torch.arange(T, device=seq_to_prompt.device)
+    return (prompts.next_position[seq_to_prompt][:, None] + steps[None]).expand(3, -1, -1)  # [3, N, T]
+
+
+def _full_hidden(model, prompts, feats, seq_to_prompt, completion_ids, attn) -> Tensor:
+    """N full sequences (prompt + completion), padded: hidden states [N, T, H] predicting the completion."""
+    P, T = prompts.input_ids.shape[1], completion_ids.shape[1]
+    input_ids = torch.cat([prompts.input_ids[seq_to_prompt], completion_ids], dim=1)  # [N, P+T]
+    position_ids = torch.cat(
+        [prompts.position_ids[:, seq_to_prompt], _completion_positions(prompts, seq_to_prompt, T)], dim=2
+    )  # [3, N, P+T]
+    embeds = embed_with_vision(model, input_ids, feats, seq_to_prompt)
+    out = as_ops(model)(
+        "lm", inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids, use_cache=False
+    )
+    return out.last_hidden_state[:, P - 1 : P + T - 1]
+
+
+def _shared_prefix_hidden(model, prompts, feats, seq_to_prompt, completion_ids, attn) -> Tensor | None:
+    """Each prompt once, its keys/values shared by its sequences: hidden states [N, T, H] predicting the
+    completion, or None when the decoder dropped the cache (a transformers without the checkpoint flag)."""
+    ops = as_ops(model)
+    T = completion_ids.shape[1]
+    layers = _inner(model).model.language_model.layers
+    capture = PrefixCapture(len(layers))
+    prompt_embeds = embed_with_vision(
+        model, prompts.input_ids, feats, torch.arange(prompts.size, device=seq_to_prompt.device)
+    )
+    with checkpointable_cache(layers):
+        pre = ops("lm", inputs_embeds=prompt_embeds, attention_mask=prompts.attention_mask,
+                  position_ids=prompts.position_ids, cache=capture, use_cache=False)  # fmt: skip
+        if not capture.complete:
+            return None
+        first = pre.last_hidden_state[seq_to_prompt, -1:]  # [N, 1, H] predicts completion token 0
+        if T == 1:
+            return first
+        out = ops("lm", inputs_embeds=ops("embed", completion_ids[:, :-1]),  # token t predicts t+1
+                  attention_mask=attn[:, :-1], position_ids=_completion_positions(prompts, seq_to_prompt, T)[..., :-1],
+                  cache=SharedPrefixCache(capture, seq_to_prompt), use_cache=False)  # fmt: skip
+    return torch.cat([first, out.last_hidden_state], dim=1)  # [N, T, H]
+
+
+def _packed_hidden(model, prompts, feats, seq_to_prompt, completion_ids, completion_mask) -> Tensor:
+    """The N sequences without padding, packed in one row [1, L]: hidden states [M, H] at the M
+    positions that predict the completion's (masked-in) tokens, in row-major [N, T] order.
+
+    Positions: [4, 1, L]: row 0 restarts at 0 for each sequence (how transformers tells packed sequences
+    apart: a block-diagonal causal mask for sdpa/eager, varlen kernels for flash-attention), rows 1-3
+    the M-RoPE positions of the padded layout.
+    """
+    N, T = completion_ids.shape
+    P = prompts.input_ids.shape[1]
+    ids = torch.cat([prompts.input_ids[seq_to_prompt], completion_ids], dim=1)  # [N, P+T]
+    valid = torch.cat([prompts.attention_mask[seq_to_prompt], completion_mask], dim=1).bool()  # [N, P+T]
+    mrope = torch.cat(
+        [prompts.position_ids[:, seq_to_prompt], _completion_positions(prompts, seq_to_prompt, T)], dim=2
+    )  # [3, N, P+T]
+    text = valid.long().cumsum(1) - 1  # [N, P+T] position inside each sequence
+    position_ids = torch.cat([text[valid][None], mrope[:, valid]], dim=0)[:, None]  # [4, 1, L]
+    embeds = embed_with_vision(model, ids[valid][None], feats, seq_to_prompt)  # [1, L, H]
+    # no cache (the text config's use_cache defaults to True): with one, transformers would not look for
+    # packed sequences in the positions
+    out = as_ops(model)("lm", inputs_embeds=embeds, position_ids=position_ids, use_cache=False)
+    where = (valid.flatten().long().cumsum(0) - 1).view(N, P + T)  # packed index of each position
+    pick = where[:, P - 1 : P + T - 1][completion_mask.bool()]  # [M]
+    return out.last_hidden_state[0, pick]
+
+
 def completion_logprobs(
     model,
     prompts: PromptBatch,
@@ -251,49 +386,38 @@ def completion_logprobs(
     completion_mask: Tensor,
     temperature: float = 1.0,
     share_prefix: bool = True,
+    packed: bool = False,
+    chunk_tokens: int | None = None,
 ) -> Tensor:
-    """Log-probs [N, T] of the completion tokens under ``model`` (grad flows if enabled).
+    """Log-probs [N, T] of the completion tokens under ``model`` (grad flows if enabled); 0 on padding.
 
     seq_to_prompt: [N] which prompt of ``prompts`` each sequence continues.
     completion_ids / completion_mask: [N, T] (right-padded). Logits are divided by ``temperature`` so
     the log-probs are those of the distribution the rollout sampled from.
-    share_prefix: run each prompt ONCE (B sequences), copy its key/value cache to its G completions
-    inside the autograd graph, then run only the completion tokens (N x T): exact, and the prompt's
-    compute is not repeated G times. False runs the N full sequences (needed with gradient
-    checkpointing, which cannot carry a cache).
+    feats: the prompts' vision features (``encode_vision``); computed without grad they may serve
+    every forward of a step when the vision tower is frozen (``vision_frozen``), and the no-grad
+    forwards (reference, old policy) always.
+    share_prefix: run each prompt ONCE (B sequences) and let its G completions attend to its recorded
+    keys/values (N x T tokens): exact, with or without gradient checkpointing, and the prompt's compute
+    is not repeated G times. False runs the N full sequences.
+    packed: run the N full sequences without padding, packed into one row (needs share_prefix=False).
+    chunk_tokens: tokens per LM-head chunk (``head_logprobs``); only masked-in tokens reach the head.
     """
-    ops = as_ops(model)
-    T = completion_ids.shape[1]
-    steps = torch.arange(T, device=completion_ids.device)
-    comp_pos = (prompts.next_position[seq_to_prompt][:, None] + steps[None]).expand(3, -1, -1)  # [3, N, T]
+    if packed and share_prefix:
+        raise ValueError("completion_logprobs: packed runs full sequences; pass share_prefix=False")
+    _check_features(model, feats)
+    mask = completion_mask.bool()
     attn = torch.cat(
         [prompts.attention_mask[seq_to_prompt], completion_mask.to(prompts.attention_mask.dtype)], 1
     )  # [N, P+T]
-    if share_prefix:
-        B = prompts.size
-        prompt_embeds = embed_with_vision(
-            model, prompts.input_ids, feats, torch.arange(B, device=steps.device)
-        )
-        pre = ops("lm", inputs_embeds=prompt_embeds, attention_mask=prompts.attention_mask,
-                  position_ids=prompts.position_ids, use_cache=True)  # fmt: skip
-        cache = pre.cache if hasattr(pre, "cache") else pre.past_key_values
-        cache.batch_select_indices(seq_to_prompt)  # [B] -> [N], differentiable indexing
-        comp_embeds = ops("embed", completion_ids[:, :-1])  # token t predicts token t+1
-        first = pre.last_hidden_state[seq_to_prompt, -1:]  # [N, 1, H] predicts completion token 0
-        if T > 1:
-            out = ops("lm", inputs_embeds=comp_embeds, attention_mask=attn[:, :-1], position_ids=comp_pos[:, :, :-1],
-                      cache=cache, use_cache=True)  # fmt: skip
-            hidden = torch.cat([first, out.last_hidden_state], dim=1)  # [N, T, H]
-        else:
-            hidden = first
+    if packed:
+        hidden = _packed_hidden(model, prompts, feats, seq_to_prompt, completion_ids, completion_mask)
     else:
-        P = prompts.input_ids.shape[1]
-        input_ids = torch.cat([prompts.input_ids[seq_to_prompt], completion_ids], dim=1)  # [N, P+T]
-        position_ids = torch.cat([prompts.position_ids[:, seq_to_prompt], comp_pos], dim=2)  # [3, N, P+T]
-        embeds = embed_with_vision(model, input_ids, feats, seq_to_prompt)
-        out = ops("lm", inputs_embeds=embeds, attention_mask=attn, position_ids=position_ids)
-        hidden = out.last_hidden_state[:, P - 1 : P + T - 1]  # [N, T, H] predicts completion tokens
-    logits = ops("head", hidden)  # [N, T, V]
-    if temperature != 1.0:
-        logits = logits / temperature
-    return selected_logprobs(logits, completion_ids)
+        full = None
+        if share_prefix:
+            full = _shared_prefix_hidden(model, prompts, feats, seq_to_prompt, completion_ids, attn)
+        if full is None:
+            full = _full_hidden(model, prompts, feats, seq_to_prompt, completion_ids, attn)
+        hidden = full[mask]  # [M, H]
+    lp = head_logprobs(model, hidden, completion_ids[mask], temperature, chunk_tokens)  # [M]
+    return torch.zeros(mask.shape, dtype=lp.dtype, device=lp.device).masked_scatter(mask, lp)
