@@ -3,7 +3,9 @@
 The rule for every reward (built-in or plugin): its *parameters* are its named keyword parameters after
 ``completions``; dataset columns arrive in ``**columns``. The standard column names (:data:`COLUMNS`:
 ``solution``, ``task``, ``id``, ... and TRL's extras) may also be named in a signature, and then they are
-columns, not parameters. A parameter without a default is required.
+columns, not parameters. So is any named parameter WITHOUT a default (TRL's convention: ``def r(completions,
+solution, difficulty, **kwargs)`` takes the ``difficulty`` column): a parameter is a named keyword
+parameter with a default.
 
 A value is checked against its annotation (so plugins get the same checks by writing ordinary type
 hints): ``bool``, ``int``, ``float`` (finite), ``str``, ``None``, ``Literal[...]``, ``X | Y``,
@@ -115,6 +117,8 @@ def _declared(fn: Callable[..., Any]) -> Declared:
     for k, p in enumerate(sig.parameters.values()):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in COLUMNS:
             continue
+        if p.default is inspect.Parameter.empty:
+            continue  # no default: a dataset column (TRL's convention), never a parameter
         if k == 0 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             continue  # the completions, whatever the plugin calls them
         out[p.name] = (p.default, hints.get(p.name, Any))
@@ -228,7 +232,7 @@ def validate_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, wh
     """Check a ``params`` mapping against the parameters ``fn`` declares; returns it as a dict.
 
     Raises :class:`ParamError` (a ``ValueError``, one line): a column name, an unknown name (listing the
-    accepted ones), a missing required parameter, or a value its annotation (or hook) rejects.
+    accepted ones), or a value its annotation (or hook) rejects.
     """
     if params is None:
         params = {}
@@ -246,8 +250,5 @@ def validate_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, wh
         if name not in accepted:
             names = ", ".join(accepted) if accepted else "none (it takes no parameters)"
             raise ParamError(where, name, f"unknown parameter of reward {label!r}; accepted: {names}")
-    for name, (default, _) in accepted.items():
-        if default is inspect.Parameter.empty and name not in params:
-            raise ParamError(where, name, f"reward {label!r} needs this parameter (it has no default)")
     check_arguments(fn, params, where)
     return dict(params)

@@ -86,7 +86,7 @@ def test_plugins_get_the_same_checks_from_their_annotations(tmp_path):
         rewards.validate_params(spec, {"kw": "y"})
 
 
-def test_a_plugin_without_named_parameters_takes_none_and_required_ones_must_be_given(tmp_path):
+def test_a_plugin_without_named_parameters_takes_none_and_required_names_are_columns(tmp_path):
     legacy = _plugin(
         tmp_path, "def old(completions, **kwargs):\n    return [0.0] * len(completions)\n", "old"
     )
@@ -97,11 +97,10 @@ def test_a_plugin_without_named_parameters_takes_none_and_required_ones_must_be_
     needs = _plugin(
         tmp_path, "def req(completions, word, **columns):\n    return [0.0] * len(completions)\n", "req"
     )
-    with pytest.raises(
-        ValueError, match=r"params.word: reward 'req' needs this parameter \(it has no default\)"
-    ):
-        rewards.validate_params(needs, {})
-    assert rewards.validate_params(needs, {"word": 3}) == {"word": 3}  # unannotated: any value
+    # no default: the `word` dataset column (TRL's convention), so it is not a parameter
+    assert rewards.validate_params(needs, {}) == {}
+    with pytest.raises(ValueError, match=r"params.word: unknown parameter of reward 'req'; accepted: none"):
+        rewards.validate_params(needs, {"word": 3})
 
 
 def test_builtins_check_their_own_arguments_on_a_direct_call():
