@@ -1,7 +1,9 @@
 """Run outputs: metrics.jsonl, TensorBoard events, samples.jsonl, a progress bar and the reward plot.
 
 Only rank 0 writes. Every metric name is documented in ``METRIC_DOCS`` (shown in the README) so that a
-flat reward or a zero loss can be read, not guessed.
+flat reward or a zero loss can be read, not guessed. A non-finite metric is written to metrics.jsonl as
+the string ``"nan"``, ``"inf"`` or ``"-inf"`` (JSON has no such numbers; ``null`` would read as missing
+data); ``read_metrics`` turns them back into floats. TensorBoard gets the float itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ METRIC_DOCS = {
     "grad_norm": "gradient norm before clipping",
     "lr": "learning rate",
     "step_time": "seconds per optimiser step",
+    "skipped_steps": "updates skipped so far for a non-finite loss or gradient norm (the guard)",
 }
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 class Tracker:
@@ -59,7 +63,7 @@ class Tracker:
         self._metrics.flush()
         if self._tb is not None:
             for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(f"{stage}/{k}", v, step)
         if self._bar is not None:
             show = {
@@ -90,9 +94,25 @@ class Tracker:
 
 
 def _clean(v: Any) -> Any:
+    """A metric value as JSON: non-finite floats become "nan", "inf" or "-inf"."""
     if isinstance(v, float) and not math.isfinite(v):
-        return None
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     return v
+
+
+def metric_value(v: Any) -> Any:
+    """A value read from metrics.jsonl: "nan" / "inf" / "-inf" back to floats, anything else as is."""
+    return NON_FINITE.get(v, v) if isinstance(v, str) else v
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl, with non-finite values as floats."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [{k: metric_value(v) if k != "stage" else v for k, v in r.items()} for r in rows]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def plot_rewards(run_dir: Path, out: Path) -> Path | None:
@@ -102,11 +122,9 @@ def plot_rewards(run_dir: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    train = [
-        (r["step"], r["reward"]) for r in rows if r.get("stage") == "grpo" and r.get("reward") is not None
-    ]
-    evals = [(r["step"], r["eval_reward"]) for r in rows if r.get("eval_reward") is not None]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train = [(r["step"], r["reward"]) for r in rows if r.get("stage") == "grpo" and _finite(r.get("reward"))]
+    evals = [(r["step"], r["eval_reward"]) for r in rows if _finite(r.get("eval_reward"))]
     if not train and not evals:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)

@@ -19,17 +19,22 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmrft.config import ConfigError, load_config
+    from mmrft.watchdog import Watchdog
 
     overrides = list(args.overrides)
     if args.model:
         overrides += [f"model.path={args.model}", "model.tiny=null"]
     if args.data:
         overrides.append(f"data.eval_file={args.data}")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
+    cfg = load_config(args.config, overrides)  # errors are printed as one line by mmrft.cli.main
+    if not cfg.data.eval_file:
+        raise ConfigError("data.eval_file: give the JSONL to evaluate on (--data FILE)")
+    if not cfg.model.path:
+        raise ConfigError("model.path: give the checkpoint directory to evaluate (--model DIR)")
     from mmrft.evaluation import evaluate_checkpoint
 
-    print(json.dumps(evaluate_checkpoint(cfg)))
+    with Watchdog(None, grace_s=cfg.watchdog.grace_s) as wd:  # bounds each reward call (rewards[i].timeout_s)
+        wd.phase("eval", "mmrft eval", cfg.watchdog.eval_s, "watchdog.eval_s")
+        result = evaluate_checkpoint(cfg)
+    print(json.dumps(result))
     return 0
