@@ -45,15 +45,24 @@ def words(completions, **columns):
     return ["high"] * len(completions)
 
 
-def hang(completions, **columns):
+def _mark(marker):
+    """Write when the hang began, so a test can time the watchdog without the process start-up."""
+    if marker:
+        with open(marker, "w") as f:
+            f.write(repr(time.time()))
+
+
+def hang(completions, marker=None, **columns):
     """Never returns (within a test's lifetime)."""
+    _mark(marker)
     time.sleep(600)
     return [0.0] * len(completions)
 
 
-def hang_on_rank1(completions, **columns):
+def hang_on_rank1(completions, marker=None, **columns):
     """Rank 1 of a torchrun job hangs; the others score normally (so they wait in the next collective)."""
     if os.environ.get("RANK") == "1":
+        _mark(marker)
         time.sleep(600)
     return length(completions)
 
