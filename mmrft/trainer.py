@@ -14,12 +14,14 @@ clip, AdamW, schedule. One SFT step: the same forward on reference answers, cros
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ import yaml
 from mmrft import checkpoint, distributed
 from mmrft.config import Config, ConfigError, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
-from mmrft.errors import TrainingDiverged
+from mmrft.errors import Stalled, TrainingDiverged
 from mmrft.evaluation import evaluate
 from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
 from mmrft.models.forward import VLMOps, completion_logprobs, encode_vision
@@ -194,13 +196,25 @@ class Trainer:
             limit = getattr(self.cfg.watchdog, f"{name}_s") if name else 0.0
             self.watchdog.phase(name, where or self._where, limit, f"watchdog.{name}_s")
 
-    def _collective(self, what: str):
-        """Bound an explicit collective by ``watchdog.collective_s``."""
-        return time_limit(
-            f"a collective ({what}; another rank is stuck or gone)",
-            self.cfg.watchdog.collective_s,
-            "watchdog.collective_s",
-        )
+    @contextlib.contextmanager
+    def _collective(self, what: str) -> Iterator[None]:
+        """Bound an explicit collective by ``watchdog.collective_s``; a backend timeout inside it
+        (``distributed.timeout_s``, gloo's "Timed out waiting ...") stops the run the same way."""
+        label = f"a collective ({what}; another rank is stuck or gone)"
+        try:
+            with time_limit(label, self.cfg.watchdog.collective_s, "watchdog.collective_s"):
+                yield
+        except RuntimeError as e:
+            if isinstance(e, Stalled) or "timed out" not in str(e).lower() or self.watchdog is None:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            message = (
+                f"{label} timed out after distributed.timeout_s={self.cfg.distributed.timeout_s:g} s in "
+                f"{self._where} ({first}); the stack of every thread of rank {self.info.rank} is in "
+                f"{self.watchdog.stack_path()}"
+            )
+            self.watchdog.dump_stacks(message, error=e)
+            raise Stalled(message) from None
 
     def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
         keys = sorted(metrics)

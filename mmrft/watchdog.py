@@ -197,14 +197,17 @@ class Watchdog:
             signal.pthread_kill(threading.main_thread().ident, SIGNAL)
         return message
 
-    def dump_stacks(self, header: str, path: Path | None = None) -> Path:
-        """Append the stack of every thread of this process to ``path`` (the rank's stack file)."""
+    def dump_stacks(self, header: str, path: Path | None = None, error: BaseException | None = None) -> Path:
+        """Append the stack of every thread of this process (and ``error``'s traceback, when given) to
+        ``path`` (the rank's stack file)."""
         path = path or self.stack_path()
         names = {t.ident: t.name for t in threading.enumerate()}
-        me = threading.get_ident()
+        monitor = self._thread.ident if self._thread is not None else None
         lines = [f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} rank {self.rank} pid {os.getpid()}: {header}\n"]
+        if error is not None:
+            lines.append(f"\nThe error, most recent call last:\n{''.join(traceback.format_exception(error))}")
         for ident, frame in sys._current_frames().items():
-            if ident == me:
+            if ident == monitor:
                 continue
             lines.append(f"\nThread {names.get(ident, '?')} ({ident}), most recent call last:\n")
             lines += traceback.format_stack(frame)

@@ -148,27 +148,37 @@ def test_a_hanging_reward_fails_the_step_naming_it(tmp_path, tiny_model_dir, sha
 
 
 @pytest.mark.slow
-def test_a_hanging_collective_stops_every_rank_with_its_stack(tmp_path, tiny_model_dir, shapes_dir):
+@pytest.mark.parametrize("limit", ["watchdog", "backend"])
+def test_a_hanging_collective_stops_every_rank_with_its_stack(tmp_path, tiny_model_dir, shapes_dir, limit):
     """torchrun, 2 processes on CPU (gloo): rank 1 hangs in its reward, rank 0 waits in the reward
-    all-gather. Rank 0's watchdog names the collective and ends it; torchrun's SIGTERM makes rank 1 write
-    its stack too."""
+    all-gather. Rank 0 stops, naming the collective: by the watchdog's limit (it cannot interrupt the C++
+    wait, so it ends the process after the grace), or by the process group's own timeout; torchrun's SIGTERM
+    then makes rank 1 write its stack too."""
     marker = tmp_path / "hang_began"
+    limits = (
+        ["watchdog.collective_s=2", "distributed.timeout_s=300"]
+        if limit == "watchdog"
+        else ["watchdog.collective_s=0", "distributed.timeout_s=3"]
+    )
     cmd = _train_cmd(tmp_path, tiny_model_dir, shapes_dir,
                      f"rewards=[{{name: '{PLUGINS}:hang_on_rank1', timeout_s: 0, params: {{marker: '{marker}'}}}}]",
-                     "watchdog.collective_s=2", "watchdog.grace_s=1", "distributed.timeout_s=300")  # fmt: skip
+                     "watchdog.grace_s=1", *limits)  # fmt: skip
     cmd[1:4] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mmrft.train"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, cwd=ROOT)
     ended = time.time()
     out = proc.stdout + proc.stderr
-    # rank 1 would sleep 600 s: rank 0 gives up 2 s + 1 s grace after reaching the gather, then torchrun
+    # rank 1 would sleep 600 s: rank 0 gives up a few seconds after reaching the gather, then torchrun
     # stops rank 1 (SIGTERM); the whole job is gone well within a minute of the hang
     assert ended - float(marker.read_text()) < 60
     assert proc.returncode != 0
     stacks = tmp_path / "run" / "stacks"
-    assert (
-        "watchdog: a collective (the all-gather of rewards; another rank is stuck or gone) ran past "
-        f"watchdog.collective_s=2 s in grpo step 0; the stack of every thread of rank 0 is in {stacks / 'rank0.txt'}"
-    ) in out, out[-4000:]
+    what = "a collective (the all-gather of rewards; another rank is stuck or gone)"
+    if limit == "watchdog":
+        expected = f"watchdog: {what} ran past watchdog.collective_s=2 s in grpo step 0;"
+    else:
+        expected = f"watchdog: {what} timed out after distributed.timeout_s=3 s in grpo step 0 ("
+    assert expected in out, out[-4000:]
+    assert f"the stack of every thread of rank 0 is in {stacks / 'rank0.txt'}" in out
     assert "in grpo_step" in (stacks / "rank0.txt").read_text()
     rank1 = (stacks / "rank1.txt").read_text()
     assert "hang_on_rank1" in rank1 and "most recent call first" in rank1
