@@ -14,14 +14,12 @@ clip, AdamW, schedule. One SFT step: the same forward on reference answers, cros
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,9 @@ import numpy as np
 import torch
 import yaml
 
-from mmrft import checkpoint, distributed
+from mmrft import checkpoint, distributed, guard
 from mmrft.config import Config, ConfigError, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
-from mmrft.errors import Stalled, TrainingDiverged
 from mmrft.evaluation import evaluate
 from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
 from mmrft.models.forward import VLMOps, completion_logprobs, encode_vision
@@ -40,7 +37,7 @@ from mmrft.models.loading import load_model
 from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
 from mmrft.scoring import RewardStack
 from mmrft.tracking import Tracker, plot_rewards
-from mmrft.watchdog import Watchdog, time_limit
+from mmrft.watchdog import Watchdog, collective_limit
 
 
 def seed_everything(seed: int) -> None:
@@ -121,6 +118,7 @@ class Trainer:
     watchdog: Watchdog | None = None  # set while run() runs
     _where = ""  # "grpo step 3": what the run is doing, for error messages
     _batch_ids: list[str] = []  # record ids of the current step's batch on this rank
+    _last_bad = (math.nan, math.nan)  # (loss, grad_norm) of the last skipped update
 
     def __init__(self, cfg: Config, resume: bool = False):
         self.cfg = cfg
@@ -196,25 +194,11 @@ class Trainer:
             limit = getattr(self.cfg.watchdog, f"{name}_s") if name else 0.0
             self.watchdog.phase(name, where or self._where, limit, f"watchdog.{name}_s")
 
-    @contextlib.contextmanager
-    def _collective(self, what: str) -> Iterator[None]:
-        """Bound an explicit collective by ``watchdog.collective_s``; a backend timeout inside it
-        (``distributed.timeout_s``, gloo's "Timed out waiting ...") stops the run the same way."""
-        label = f"a collective ({what}; another rank is stuck or gone)"
-        try:
-            with time_limit(label, self.cfg.watchdog.collective_s, "watchdog.collective_s"):
-                yield
-        except RuntimeError as e:
-            if isinstance(e, Stalled) or "timed out" not in str(e).lower() or self.watchdog is None:
-                raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            message = (
-                f"{label} timed out after distributed.timeout_s={self.cfg.distributed.timeout_s:g} s in "
-                f"{self._where} ({first}); the stack of every thread of rank {self.info.rank} is in "
-                f"{self.watchdog.stack_path()}"
-            )
-            self.watchdog.dump_stacks(message, error=e)
-            raise Stalled(message) from None
+    def _collective(self, what: str):
+        """Bound an explicit collective by ``watchdog.collective_s`` (and name a backend timeout)."""
+        return collective_limit(
+            what, self.cfg.watchdog.collective_s, self.cfg.distributed.timeout_s, self._where, self.info.rank
+        )
 
     def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
         keys = sorted(metrics)
@@ -224,8 +208,7 @@ class Trainer:
 
     def _optimizer_step(self, loss: float) -> dict[str, float]:
         """Clip and apply the accumulated gradients, unless ``loss`` (global) or the gradient norm is not
-        finite: then the update is skipped (gradients dropped, weights untouched) and counted. Both values
-        are the same on every rank, so every rank decides alike."""
+        finite: then the update is skipped (gradients dropped, weights untouched) and counted (``guard``)."""
         distributed.reduce_gradients(self.policy, self.info)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         if self.cfg.train.max_grad_norm > 0:
@@ -234,60 +217,49 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
         norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         lr = self.scheduler.get_last_lr()[0]
-        if math.isfinite(loss) and math.isfinite(norm):
+        if guard.record_update(self.state, loss, norm):
             self.optimizer.step()
-            self.state["bad_in_a_row"] = 0
-            if not self._weights_finite(params):
-                raise TrainingDiverged(
-                    f"the update of {self._where} made weights non-finite (loss {loss:g}, grad_norm {norm:g}); "
-                    f"nothing was saved from it: restart from the last checkpoint in {self.run_dir} with a lower "
-                    "learning rate (train.lr, sft.lr) or train.weight_decay"
-                )
+            with self._collective("the weight check"):
+                finite = distributed.all_true(guard.local_weights_finite(params), self.info)
+            if not finite:
+                raise guard.poisoned_weights_error(self._where, loss, norm, self.run_dir)
         else:
-            self.state["skipped_steps"] = self.state.get("skipped_steps", 0) + 1
-            self.state["bad_in_a_row"] = self.state.get("bad_in_a_row", 0) + 1
-            self._bad = {"loss": loss, "grad_norm": norm}
+            self._last_bad = (loss, norm)
             if self.info.is_main:
-                print(
-                    f"warning: {self._where}: non-finite loss ({loss:g}) or grad_norm ({norm:g}); update skipped "
-                    f"({self.state['bad_in_a_row']} in a row, train.max_bad_steps={self.cfg.train.max_bad_steps})",
-                    file=sys.stderr,
+                warning = guard.skipped_warning(
+                    self.state, self._where, loss, norm, self.cfg.train.max_bad_steps
                 )
+                print(warning, file=sys.stderr)
         with warnings.catch_warnings():  # a skipped first update is no misuse: the lr follows the step index
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"grad_norm": norm, "lr": lr, "skipped_steps": float(self.state.get("skipped_steps", 0))}
 
-    def _weights_finite(self, params: list[torch.Tensor]) -> bool:
-        """Every trainable weight finite, on every rank (one device sync and one collective)."""
-        local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
-        ok = bool(torch.stack([torch.isfinite(p.detach()).all() for p in local]).all()) if local else True
-        with self._collective("the weight check"):
-            return distributed.all_true(ok, self.info)
-
     def _stop_if_diverged(self, step: int, stage: str) -> None:
         """More than ``train.max_bad_steps`` updates in a row skipped: save the last good state (the
         skipped updates changed nothing, and every applied one left finite weights) and stop."""
-        bad_in_a_row, limit = self.state.get("bad_in_a_row", 0), self.cfg.train.max_bad_steps
-        if bad_in_a_row <= limit:
+        if not guard.diverged(self.state, self.cfg.train.max_bad_steps):
             return
         with self._collective("the gather of batch ids"):
             ids = [i for part in distributed.gather_objects(list(self._batch_ids)) for i in part]
         self._phase(None)
         self.save(step + 1)
-        what = "loss" if not math.isfinite(self._bad["loss"]) else "grad_norm"
-        shown = ", ".join(map(repr, ids[:8])) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
-        raise TrainingDiverged(
-            f"non-finite {what} ({self._bad[what]:g}) in {bad_in_a_row} updates in a row, more than "
-            f"train.max_bad_steps={limit}: {stage} phase, {self._where}, batch of records {shown}; the last "
-            f"good weights are saved in {self.run_dir / 'checkpoints'} (global step {step + 1}; --resume "
-            "continues from there); lower the learning rate or check that batch's records and rewards"
+        raise guard.diverged_error(
+            self.state,
+            self._last_bad,
+            self.cfg.train.max_bad_steps,
+            stage,
+            self._where,
+            ids,
+            self.run_dir / "checkpoints",
+            step + 1,
         )
 
     # ---- one SFT step ----------------------------------------------------------------------------
     def sft_step(self, step: int) -> dict[str, float]:
         cfg, info = self.cfg, self.info
+        self._phase("update")
         ds = self.data.sft or self.data.train
         n = len(ds)
         if self.data.sft is None and cfg.data.train_file is None:
@@ -297,7 +269,6 @@ class Trainer:
         )
         samples = [ds[i] for i in idx]
         self._batch_ids = [s.id for s in samples]
-        self._phase("update")
         pb = encode_prompts(self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device)
         texts = [sft_target(s, cfg.data.synthetic.prompt_style) for s in samples]
         ids, mask = encode_targets(self.processor.tokenizer, texts, info.device)

@@ -244,3 +244,27 @@ def time_limit(
         return
     with wd.limit(label, seconds, field, error, where):
         yield
+
+
+@contextlib.contextmanager
+def collective_limit(
+    what: str, seconds: float, backend_timeout_s: float, where: str, rank: int
+) -> Iterator[None]:
+    """``time_limit`` for an explicit collective (``watchdog.collective_s``). A backend timeout raised
+    inside it (``distributed.timeout_s``: gloo's "Timed out waiting ...") becomes the same ``Stalled``,
+    with the stacks (and the backend's traceback) written to the rank's stack file."""
+    label = f"a collective ({what}; another rank is stuck or gone)"
+    try:
+        with time_limit(label, seconds, "watchdog.collective_s"):
+            yield
+    except RuntimeError as e:
+        wd = _active
+        if isinstance(e, Stalled) or "timed out" not in str(e).lower() or wd is None:
+            raise
+        first = str(e).strip().splitlines()[0]
+        message = (
+            f"{label} timed out after distributed.timeout_s={backend_timeout_s:g} s" + (f" in {where}" if where else "")
+            + f" ({first}); the stack of every thread of rank {rank} is in {wd.stack_path()}"
+        )  # fmt: skip
+        wd.dump_stacks(message, error=e)
+        raise Stalled(message) from None
