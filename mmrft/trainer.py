@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from mmrft import checkpoint, distributed, guard
 from mmrft.config import Config, ConfigError, to_dict
@@ -229,7 +230,7 @@ class Trainer:
                 warning = guard.skipped_warning(
                     self.state, self._where, loss, norm, self.cfg.train.max_bad_steps
                 )
-                print(warning, file=sys.stderr)
+                tqdm.write(warning, file=sys.stderr)  # above the progress bar, not inside its line
         with warnings.catch_warnings():  # a skipped first update is no misuse: the lr follows the step index
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
             self.scheduler.step()

@@ -200,3 +200,29 @@ def test_a_poisoned_reward_stops_training_naming_it(tmp_path, shapes_dir, tiny_m
         trainer.run()
     assert all(torch.equal(before[n], p.detach()) for n, p in trainer.policy.named_parameters())
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_a_huge_learning_rate_ends_with_the_guard_not_a_nan_final(tmp_path, capsys):
+    """The quickstart command, shrunk, with train.lr=1e3: the first update blows the weights up (finite),
+    every later gradient is NaN, so the guard skips them and stops the run; nothing non-finite is saved."""
+    from mmrft.cli import main
+
+    run = tmp_path / "qs"
+    code = main([
+        "train", "--output-dir", str(run), "model.tiny=tiny", "data.synthetic.n_train=32",
+        "data.synthetic.n_eval=8", "sft.steps=0", "grpo.steps=6", "train.prompts_per_step=4",
+        "rollout.group_size=4", "train.micro_batch_size=16", "eval.max_samples=4", "train.progress_bar=false",
+        "train.tensorboard=false", "train.plot=false", "train.lr=1e3", "train.max_bad_steps=1",
+        f"rewards=[{{name: '{PLUGINS}:length'}}]",
+    ])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("training stopped: non-finite grad_norm (nan) in 2 updates in a row"), err[-1]
+    assert not (run / "final").exists()
+    rows = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert rows[0]["skipped_steps"] == 0.0 and math.isfinite(rows[0]["grad_norm"])
+    assert [r["skipped_steps"] for r in rows[1:]] == [1.0, 2.0] and all(
+        math.isnan(r["grad_norm"]) for r in rows[1:]
+    )
+    resumed = Trainer(load_config(run / "config.yaml"), resume=True)  # the saved state: finite weights
+    assert all(torch.isfinite(p).all() for p in resumed.policy.parameters())
