@@ -110,7 +110,7 @@ def _checked(name: str, score: Any, j: int, ids: list) -> float:
         value = float(score)
     except (TypeError, ValueError, OverflowError):
         raise RewardError(
-            f"reward {name!r} returned {score!r} for record {ids[j]!r} (completion {j}); "
+            f"reward {name!r} returned {repr(score)[:80]} for record {ids[j]!r} (completion {j}); "
             "expected a float, or None for not applicable"
         ) from None
     if not math.isfinite(value) or abs(value) > FLOAT32_MAX:

@@ -232,7 +232,7 @@ class Trainer:
                 )
                 tqdm.write(warning, file=sys.stderr)  # above the progress bar, not inside its line
         with warnings.catch_warnings():  # a skipped first update is no misuse: the lr follows the step index
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"grad_norm": norm, "lr": lr, "skipped_steps": float(self.state.get("skipped_steps", 0))}

@@ -1,6 +1,7 @@
 """The watchdog: a phase or a reward call past its limit stops the run naming it, with the stack of every
 thread (every rank's, under torchrun) written to the run directory, in seconds."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from mmrft.watchdog import SIGNAL, Watchdog, time_limit
 
 PLUGINS = str(Path(__file__).with_name("guard_plugins.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses on a shared 2-core machine
 
 
 def _slow_generation():
@@ -84,7 +86,7 @@ def test_a_main_thread_that_cannot_be_interrupted_ends_the_process_after_the_gra
     """,
     )
     t = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env=ENV)
     assert time.monotonic() - t < 30
     assert proc.returncode == 1
     path = tmp_path / "stacks" / "rank3.txt"
@@ -110,7 +112,7 @@ def test_sigterm_writes_every_thread_stack(tmp_path):
             waiting_for_a_peer()
     """,
     )
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == -signal.SIGTERM
@@ -132,7 +134,7 @@ def test_a_hanging_reward_fails_the_step_naming_it(tmp_path, tiny_model_dir, sha
     marker = tmp_path / "hang_began"
     cmd = _train_cmd(tmp_path, tiny_model_dir, shapes_dir,
                      f"rewards=[{{name: '{PLUGINS}:hang', timeout_s: 1, params: {{marker: '{marker}'}}}}]")  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, cwd=ROOT, env=ENV)
     ended = time.time()
     assert proc.returncode == 1, proc.stderr[-3000:]
     # the reward would sleep 600 s; the run ends about 1 s (its timeout) after the hang began
@@ -164,7 +166,7 @@ def test_a_hanging_collective_stops_every_rank_with_its_stack(tmp_path, tiny_mod
                      f"rewards=[{{name: '{PLUGINS}:hang_on_rank1', timeout_s: 0, params: {{marker: '{marker}'}}}}]",
                      "watchdog.grace_s=1", *limits)  # fmt: skip
     cmd[1:4] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mmrft.train"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, cwd=ROOT, env=ENV)
     ended = time.time()
     out = proc.stdout + proc.stderr
     # rank 1 would sleep 600 s: rank 0 gives up a few seconds after reaching the gather, then torchrun
