@@ -186,6 +186,15 @@ class TrainConfig:
     log_every: int = _f(1, "Write metrics every N steps.", ge=1)
     sample_every: int = _f(10, "Write (prompt, completion, rewards) samples every N steps.", ge=1)
     save_every: int = _f(0, "Checkpoint every N steps (0 = only at the end).", ge=0)
+    keep_last: int = _f(2, "Checkpoints kept: the newest N (0 = all), plus the best by keep_best_metric.")
+    keep_best_metric: str | None = _f(None, "Also keep the best checkpoint by this eval metric.")
+    keep_best_mode: str = _f("max", "Whether a larger or smaller keep_best_metric is better.", ("max", "min"))
+    checkpoint_format: str = _f(
+        "auto",
+        "sharded: torch.distributed.checkpoint, each rank writes its shards; full: one state dict; auto = "
+        "sharded under FSDP, else full. Either loads on any number of processes.",
+        ("auto", "full", "sharded"),
+    )
     eval_every: int = _f(
         0, "Evaluate on the held-out set every N GRPO steps (0 = before and after only).", ge=0
     )
@@ -199,9 +208,18 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_samples: int = _f(500, "Held-out records evaluated (first N).", ge=1)
+    max_samples: int = _f(
+        500, "Held-out records the trainer evaluates (first N); `mmrft eval` takes --limit.", ge=1
+    )
     batch_size: int = _f(32, "Prompts per evaluation batch.", ge=1)
     temperature: float = _f(0.0, "Evaluation sampling temperature (0 = greedy).", ge=0)
+    k: int = _f(1, "Completions per record (K > 1 samples at eval.temperature > 0 and reports pass@K).", ge=1)
+    pass_threshold: float = _f(
+        0.5,
+        "A completion passes when its total reward >= this x the most its rewards can give (pass@K).",
+        gt=0,
+        le=1,
+    )
 
 
 @dataclass
@@ -465,8 +483,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def _validate_checkpoints(t: TrainConfig, sft_steps: int) -> None:
+    if t.keep_last < 0:
+        raise ConfigError(f"train.keep_last: must be >= 0 (0 keeps every checkpoint), got {t.keep_last}")
+    if t.keep_best_metric is None:
+        return
+    if not t.keep_best_metric.startswith("eval"):
+        raise ConfigError(
+            f"train.keep_best_metric: {t.keep_best_metric!r} is not an eval metric; name one as metrics.jsonl "
+            "logs it, e.g. eval_reward or eval/reward/<name>"
+        )
+    if t.save_every and t.eval_every and (t.eval_every % t.save_every or sft_steps % t.save_every):
+        raise ConfigError(
+            f"train.keep_best_metric needs a checkpoint at every evaluation: train.eval_every={t.eval_every} "
+            f"and sft.steps={sft_steps} must be multiples of train.save_every={t.save_every}"
+        )
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a single field's type and range cannot express."""
+    _validate_checkpoints(cfg.train, cfg.sft.steps)
     G = cfg.rollout.group_size
     if cfg.train.micro_batch_size % G:
         raise ConfigError(

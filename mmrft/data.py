@@ -17,6 +17,7 @@ import torch
 from data_pipelines.dataset import JsonlDataset
 from data_pipelines.sample import Sample
 from data_pipelines.vision import VisionSpec
+from mmrft.checkpoint.files import recover_dir, replace_dir, tmp_dir_for
 from mmrft.config import ConfigError
 
 
@@ -56,14 +57,17 @@ def write_synthetic(cfg, data_dir: Path) -> dict[str, Path]:
         "question": syn.question,
     }
     paths = {"train": data_dir / f"{syn.task}_train.jsonl", "eval": data_dir / f"{syn.task}_heldout.jsonl"}
+    recover_dir(data_dir)
     if stamp.is_file() and json.loads(stamp.read_text()) == want and all(p.is_file() for p in paths.values()):
         return paths
     common = dict(task=syn.task, image_size=syn.image_size, prompt_style=syn.prompt_style)
     if syn.task == "classification":
         common["question"] = syn.question
-    write_shapes_dataset(data_dir, n=syn.n_train, seed=syn.seed, split="train", **common)
-    write_shapes_dataset(data_dir, n=syn.n_eval, seed=syn.seed + 1, split="heldout", **common)
-    stamp.write_text(json.dumps(want))
+    tmp = tmp_dir_for(data_dir)  # written aside and swapped in whole: a kill never leaves half a split
+    write_shapes_dataset(tmp, n=syn.n_train, seed=syn.seed, split="train", **common)
+    write_shapes_dataset(tmp, n=syn.n_eval, seed=syn.seed + 1, split="heldout", **common)
+    (tmp / stamp.name).write_text(json.dumps(want))
+    replace_dir(tmp, data_dir)
     return paths
 
 

@@ -9,7 +9,9 @@ those pieces rather than the model's root ``forward``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -175,7 +177,8 @@ def all_true(flag: bool, info: DistInfo) -> bool:
 
 
 def full_state_dict(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None):
-    """Full (unsharded) CPU state dicts of model and optimizer; collective under FSDP2."""
+    """Full (unsharded) CPU state dicts of model and optimizer, on rank 0 (empty elsewhere); collective
+    under FSDP2. Used for the Hugging Face export and the one-process checkpoint format."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -188,10 +191,50 @@ def full_state_dict(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
 
 
 def load_full_state_dict(model, optimizer, model_sd, optim_sd) -> None:
-    """Load full state dicts (as written by ``full_state_dict``) into a possibly sharded model."""
+    """Load full state dicts (as written by ``full_state_dict``, read by every rank) into a possibly
+    sharded model: each rank keeps its own shards."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     opts = StateDictOptions(full_state_dict=True, strict=True)
     set_state_dict(
         unwrap(model), optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts
     )
+
+
+def save_sharded(model, optimizer, path) -> None:
+    """Write model and optimizer with ``torch.distributed.checkpoint`` (collective): every rank writes
+    only its own shards (``__<rank>_0.distcp``), rank 0 adds ``.metadata``; nothing is gathered. The
+    files hold global tensor shapes, so ``load_sharded`` reads them back on any number of processes."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(unwrap(model), optimizer)
+    with _single_process_quiet():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
+
+
+def load_sharded(model, optimizer, path) -> None:
+    """Read a ``save_sharded`` checkpoint written by any world size into this one (collective): each
+    rank reads the byte ranges of its own shards."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    target = unwrap(model)
+    model_sd, optim_sd = get_state_dict(target, optimizer)  # the layout to fill (initialises Adam state)
+    state = {"model": model_sd, "optim": optim_sd}
+    with _single_process_quiet():
+        dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(target, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP warns that it assumes one process when no process group exists: that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def my_share(items: list, info: DistInfo) -> list:
+    """This rank's share of a list (every W-th item from its rank), for work split over ranks."""
+    return items[info.rank :: info.world_size]

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from mmrft import checkpoint, distributed, guard
@@ -37,7 +36,7 @@ from mmrft.models.forward import VLMOps, completion_logprobs, encode_vision
 from mmrft.models.loading import load_model
 from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
 from mmrft.scoring import RewardStack
-from mmrft.tracking import Tracker, plot_rewards
+from mmrft.tracking import LogPosition, Tracker, plot_rewards
 from mmrft.watchdog import Watchdog, collective_limit
 
 
@@ -70,6 +69,17 @@ def make_optimizer(model, cfg: Config, stage: str):
     return opt, sched
 
 
+def follow_config(optimizer, scheduler, cfg: Config, stage: str) -> None:
+    """After a checkpoint is loaded: the config's learning rate, betas and weight decay replace the ones
+    stored with the optimizer (they differ only after --resume-force); the schedule position is kept."""
+    lr = cfg.sft.lr if stage == "sft" else cfg.train.lr
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    for group, fn in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group.update(initial_lr=lr, lr=lr * fn(scheduler.last_epoch))  # what LambdaLR itself computes
+        group.update(betas=tuple(cfg.train.adam_betas), weight_decay=cfg.train.weight_decay)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+
+
 def _apply_lora(model, cfg: Config):
     if cfg.model.lora_r <= 0:
         return model
@@ -87,7 +97,8 @@ def _apply_lora(model, cfg: Config):
 
 def _prepare_inputs(cfg: Config, run_dir: Path, info: distributed.DistInfo) -> tuple[Path, dict]:
     """Model path (building the tiny model if asked) and data files (writing the synthetic task if
-    asked), made by rank 0 while the others wait."""
+    asked), made by rank 0 while the others wait. Both are built aside and renamed into place, so a
+    kill leaves no half-built folder; a folder built for other settings is rebuilt."""
     model_path = Path(cfg.model.path) if cfg.model.path else run_dir / "model_init"
     files: dict[str, Any] = {
         "train": cfg.data.train_file,
@@ -96,10 +107,10 @@ def _prepare_inputs(cfg: Config, run_dir: Path, info: distributed.DistInfo) -> t
     }
     if info.is_main:
         if cfg.model.path is None:
-            from mmrft.models.tiny import build_tiny
+            from mmrft.models.tiny import build_tiny, is_tiny_build
 
-            if not (model_path / "config.json").is_file():
-                build_tiny(model_path, seed=cfg.model.tiny_seed, preset=cfg.model.tiny)
+            if not is_tiny_build(model_path, seed=cfg.model.tiny_seed, preset=cfg.model.tiny):
+                build_tiny(model_path, seed=cfg.model.tiny_seed, preset=cfg.model.tiny, replace=True)
         if cfg.data.train_file is None:
             syn = write_synthetic(cfg, run_dir / "data")
             files["train"] = syn["train"]
@@ -121,7 +132,10 @@ class Trainer:
     _batch_ids: list[str] = []  # record ids of the current step's batch on this rank
     _last_bad = (math.nan, math.nan)  # (loss, grad_norm) of the last skipped update
 
-    def __init__(self, cfg: Config, resume: bool = False):
+    def __init__(self, cfg: Config, resume: bool = False, resume_force: bool = False):
+        """``resume``: continue from the newest checkpoint that verifies (an error when there is none);
+        ``resume_force``: resume even though fields that change training differ from the checkpoint's
+        config (implies ``resume``). See docs/resuming.md."""
         self.cfg = cfg
         self.t0 = time.time()
         self.info = distributed.init(
@@ -134,16 +148,13 @@ class Trainer:
                 raise ConfigError(
                     f"{field}={value} must be divisible by the {self.info.world_size} processes"
                 )
-        if not resume and checkpoint.latest(self.run_dir) is not None:
-            raise FileExistsError(
-                f"train.output_dir={str(self.run_dir)!r} already holds checkpoints; pass --resume to continue "
-                "that run or choose another output directory (nothing is overwritten)"
-            )
-        if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        seed_everything(cfg.train.seed)
+        self.total_steps = cfg.sft.steps + cfg.grpo.steps
+        start = checkpoint.open_run(
+            self.run_dir, to_dict(cfg), self.info, resume=resume or resume_force, force=resume_force,
+            stages=(cfg.sft.steps, cfg.grpo.steps),
+        )  # fmt: skip
         model_path, files = _prepare_inputs(cfg, self.run_dir, self.info)
+        seed_everything(cfg.train.seed)  # after the inputs: the same state whether or not they were built
         loaded = load_model(
             model_path,
             device=self.info.device,
@@ -164,19 +175,25 @@ class Trainer:
             self.reference = distributed.wrap(VLMOps(loaded.reference, amp), self.info)
         self.rewards = RewardStack(cfg.rewards, self.info.device)
         self.data = build_datasets(cfg, files)
-        self.total_steps = cfg.sft.steps + cfg.grpo.steps
-        self.tracker = Tracker(
-            self.run_dir, self.info.is_main, cfg.train.tensorboard, cfg.train.progress_bar, self.total_steps
-        )
         self.state: dict[str, Any] = {"step": 0, "optimizer_stage": self.stage_of(0)}
         self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, self.state["optimizer_stage"])
-        ckpt = checkpoint.latest(self.run_dir) if resume else None
-        if ckpt is not None:
-            saved = json.loads((ckpt / "trainer_state.json").read_text())
+        if start is not None:
+            saved = json.loads((start.path / "trainer_state.json").read_text())
             if saved["optimizer_stage"] != self.state["optimizer_stage"]:
                 self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, saved["optimizer_stage"])
-            self.state = checkpoint.load(ckpt, self.policy, self.optimizer, self.scheduler, self.info)
-            self.tracker.advance(self.state["step"])
+            self.state = checkpoint.load(start.path, self.policy, self.optimizer, self.scheduler, self.info)
+            follow_config(self.optimizer, self.scheduler, cfg, self.state["optimizer_stage"])
+            if self.state["step"] < self.total_steps:  # a forced resume that added steps evaluates again
+                self.state.pop("eval_after", None)
+        logs = LogPosition(*self.state.pop("logs", (0, 0)))
+        self.tracker = Tracker(
+            self.run_dir, self.info.is_main, cfg.train.tensorboard, cfg.train.progress_bar, self.total_steps,
+            sft_steps=cfg.sft.steps, resume=(self.state["step"], logs),
+        )  # fmt: skip
+        if self.info.is_main:
+            for note in self.tracker.notes:
+                checkpoint.say(f"warning: {note}")
+        self.tracker.advance(self.state["step"])
 
     # ---- helpers -------------------------------------------------------------------------------
     def stage_of(self, step: int) -> str:
@@ -244,9 +261,7 @@ class Trainer:
             return
         with self._collective("the gather of batch ids"):
             ids = [i for part in distributed.gather_objects(list(self._batch_ids)) for i in part]
-        self._phase(None)
-        self.save(step + 1)
-        raise guard.diverged_error(
+        error = guard.diverged_error(
             self.state,
             self._last_bad,
             self.cfg.train.max_bad_steps,
@@ -256,6 +271,10 @@ class Trainer:
             self.run_dir / "checkpoints",
             step + 1,
         )
+        self.state["bad_in_a_row"] = 0  # a run resumed from here starts a fresh count
+        self._phase(None)
+        self.save(step + 1)
+        raise error
 
     # ---- one SFT step ----------------------------------------------------------------------------
     def sft_step(self, step: int) -> dict[str, float]:
@@ -431,16 +450,45 @@ class Trainer:
         return rows
 
     # ---- the loop ---------------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, float | None]:
+        """Held-out metrics of the first ``eval.max_samples`` records (mmrft.evaluation, the code of
+        `mmrft eval`); rank 0 also writes eval.json, predictions.jsonl and eval.md to
+        ``eval/before``, ``eval/step_<N>`` or ``eval/after`` in the run directory."""
         if self.data.eval is None:
             return {}
-        return evaluate(self.policy, self.processor, self.data.eval, self.rewards, self.cfg, self.info)
+        cfg = self.cfg
+        report = evaluate(
+            self.policy, self.processor, self.data.eval, self.rewards, cfg, self.info,
+            limit=cfg.eval.max_samples, progress=cfg.train.progress_bar,
+        )  # fmt: skip
+        if "eval_before" not in self.state:
+            tag = "before"
+        elif self.state["step"] >= self.total_steps:
+            tag = "after"
+        else:
+            tag = f"step_{self.state['step'] - cfg.sft.steps}"
+        if self.info.is_main:
+            report.write(self.run_dir / "eval" / tag)
+        return report.metrics
 
     def save(self, step: int) -> None:
+        """Checkpoint global ``step`` (collective), with the log position and the eval metric retention
+        ranks by (when an evaluation ran at this step)."""
+        cfg = self.cfg
         self.state["step"] = step
-        checkpoint.save(
-            self.run_dir, step, self.policy, self.optimizer, self.scheduler, self.state, self.info
+        state = {**self.state, "logs": list(self.tracker.position())}
+        best = cfg.train.keep_best_metric
+        value = self.tracker.value_at(best, step) if best else None
+        sharded = cfg.train.checkpoint_format == "sharded" or (
+            cfg.train.checkpoint_format == "auto" and self.info.strategy == "fsdp"
         )
+        config = to_dict(cfg)
+        checkpoint.save(
+            self.run_dir, step, self.policy, self.optimizer, self.scheduler, state, self.info,
+            config=config, config_hash=checkpoint.config_hash(config), sharded=sharded,
+            retention=checkpoint.Retention(cfg.train.keep_last, best, cfg.train.keep_best_mode),
+            metric={best: value} if value is not None else None,
+        )  # fmt: skip
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train to the end (or stop after global step ``stop_after``, as a crash would); return the summary.
@@ -505,10 +553,14 @@ class Trainer:
         self._phase("eval", "the final evaluation")
         if "eval_before" not in self.state:
             self.state["eval_before"] = self.evaluate()
-        eval_after = self.evaluate()
+        if "eval_after" not in self.state:  # a run resumed from its final checkpoint has it already
+            eval_after = self.evaluate()
+            self._phase(None)
+            self.tracker.log(cfg.grpo.steps, "grpo", _eval_metrics(eval_after))
+            self.state["eval_after"] = eval_after
+            self.save(self.total_steps)
         self._phase(None)
-        self.tracker.log(cfg.grpo.steps, "grpo", _eval_metrics(eval_after))
-        self.save(self.total_steps)
+        eval_after = self.state["eval_after"]
         self._export()
         summary = {
             "eval_before": self.state["eval_before"],
@@ -522,6 +574,8 @@ class Trainer:
         }
         if skipped:  # data.on_bad_record=skip: what was left out, by reason (this rank's view)
             summary["skipped_records"] = skipped
+        if cfg.train.keep_best_metric:  # the checkpoint retention kept as the best
+            summary["best_checkpoint"] = checkpoint.best_checkpoint(self.run_dir, cfg.train.keep_best_metric)
         if self.info.is_main:
             for name in skipped:
                 print(f"{name} data: {getattr(self.data, name).skipped_summary()}")
@@ -535,21 +589,26 @@ class Trainer:
         """The final weights as a Hugging Face checkpoint in ``final/`` (loadable like the input)."""
         sd, _ = distributed.full_state_dict(self.policy)
         if self.info.is_main:
-            out = self.run_dir / "final"
+            final = self.run_dir / "final"
+            tmp = checkpoint.tmp_dir_for(final)  # written aside, then swapped in: never half a folder
             hf = self.policy.hf
             if hasattr(hf, "get_base_model"):
-                hf.save_pretrained(out)  # the LoRA adapter
+                hf.save_pretrained(tmp)  # the LoRA adapter
             else:
-                hf.save_pretrained(out, state_dict={k.removeprefix("hf."): v for k, v in sd.items()})
-            self.processor.save_pretrained(out)
+                hf.save_pretrained(tmp, state_dict={k.removeprefix("hf."): v for k, v in sd.items()})
+            self.processor.save_pretrained(tmp)
+            checkpoint.replace_dir(tmp, final)
         distributed.barrier()
 
 
-def _eval_metrics(ev: dict[str, float]) -> dict[str, float]:
-    return {f"eval_{k}" if k == "reward" else f"eval/{k}": v for k, v in ev.items()}
+def _eval_metrics(ev: dict[str, float | None]) -> dict[str, float]:
+    """``eval_reward`` and ``eval/<metric>`` (``eval/classification/accuracy``, ...); undefined ones left out."""
+    return {f"eval_{k}" if k == "reward" else f"eval/{k}": v for k, v in ev.items() if v is not None}
 
 
-def train(cfg: Config, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+def train(
+    cfg: Config, resume: bool = False, stop_after: int | None = None, resume_force: bool = False
+) -> dict[str, Any]:
     """Run a whole training from a Config; returns the summary (also written to summary.json)."""
-    trainer = Trainer(cfg, resume=resume)
+    trainer = Trainer(cfg, resume=resume, resume_force=resume_force)
     return trainer.run(stop_after=stop_after)

@@ -8,6 +8,7 @@ mmrft data prepare chart SRC OUT
 mmrft data prepare jsonl FILE OUT [--strict]
 mmrft data synth TASK OUT [--n N] [--seed S] [--split NAME]
 mmrft data preview FILE [--n 16] [--out preview.png]
+mmrft data filter --model DIR --data FILE [--k 8] [--keep 0.1:0.9] --out FILE [--unsolved FILE] [key=value ...]
 """
 
 from __future__ import annotations
@@ -170,6 +171,33 @@ def register(subparsers) -> None:
     p.add_argument("--video-min-pixels", type=int, default=128 * 28 * 28, help="per-frame minimum for video")
     p.set_defaults(func=_preview)
 
+    p = sub.add_parser(
+        "filter", help="keep the records a model solves sometimes: pass rate under K samples in a band"
+    )
+    p.add_argument("--model", required=True, help="checkpoint directory that samples the answers")
+    p.add_argument("--data", required=True, help="records .jsonl to score")
+    p.add_argument("--out", required=True, help="where the kept records go (.jsonl), with their pass rates")
+    p.add_argument("--k", type=int, default=8, help="answers sampled per record (default 8)")
+    p.add_argument("--keep", default="0.1:0.9", help="pass-rate band LO:HI kept, inclusive (default 0.1:0.9)")
+    p.add_argument("--unsolved", default=None, help="also write the never-solved records (pass rate 0) here")
+    p.add_argument("--config", default=None, help="YAML recipe: its rewards, rollout sampling and batch size")
+    p.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (rollout.temperature)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="sampling seed (train.seed); same seed, same result"
+    )
+    p.add_argument(
+        "--pass-threshold",
+        type=float,
+        default=None,
+        help="share of the best total reward that passes (eval.pass_threshold)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="dotted config overrides, e.g. rewards=[iou] eval.batch_size=8"
+    )
+    p.set_defaults(func=_filter)
+
 
 def _fail(message: str) -> int:
     print(f"mmrft data: error: {message}", file=sys.stderr)
@@ -291,4 +319,34 @@ def _preview(args: argparse.Namespace) -> int:
     except (RecordError, ValueError, FileNotFoundError) as e:
         return _fail(str(e))
     print(f"wrote {out} ({min(args.n, len(ds))} records); {ds.skipped_summary()}")
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from mmrft.config import ConfigError, load_config
+
+    overrides = [*args.overrides, f"model.path={args.model}", "model.tiny=null"]
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        return _fail(f"config error: {e}")
+    from data_pipelines.records import RecordError
+    from mmrft import distributed, selection
+
+    temperature = cfg.rollout.temperature if args.temperature is None else args.temperature
+    threshold = cfg.eval.pass_threshold if args.pass_threshold is None else args.pass_threshold
+    try:
+        band = selection.parse_band(args.keep)
+        result, info = selection.run_filter(
+            cfg, args.data, k=args.k, temperature=temperature, pass_threshold=threshold, band=band,
+            out=args.out, unsolved=args.unsolved,
+            task_rewards=args.config is None and not any(o.startswith("rewards=") for o in args.overrides),
+        )  # fmt: skip
+    except (RecordError, ValueError, FileNotFoundError) as e:
+        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if info.is_main:
+        print(selection.report(result, args.k, temperature, cfg.train.seed, band, args.out, args.unsolved))
+    distributed.shutdown()
     return 0

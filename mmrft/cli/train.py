@@ -1,4 +1,4 @@
-"""`mmrft train [--config FILE] [--output-dir DIR] [--resume] [key=value ...]`"""
+"""`mmrft train [--config FILE] [--output-dir DIR] [--resume | --resume-force] [key=value ...]`"""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ def register(sub) -> None:
     )
     p.add_argument("--output-dir", default=None, help="Run directory (overrides train.output_dir).")
     p.add_argument(
-        "--resume", action="store_true", help="Continue from the run directory's latest checkpoint."
+        "--resume",
+        action="store_true",
+        help="Continue from the run directory's newest checkpoint that verifies (docs/resuming.md).",
+    )
+    p.add_argument(
+        "--resume-force",
+        action="store_true",
+        help="Resume even though config fields that change training differ from the checkpoint's "
+        "(implies --resume; the changes are recorded in config.resume-<step>.yaml).",
     )
     p.add_argument(
         "--help-config", action="store_true", help="List every config field with its default and help."
@@ -44,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(path, overrides)  # a ConfigError is printed as one line by mmrft.cli.main
     from mmrft.trainer import train
 
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, resume_force=args.resume_force)
     if "eval_after" in summary:
         b, a = summary["eval_before"].get("reward"), summary["eval_after"].get("reward")
         print(

@@ -10,11 +10,14 @@ benchmarks; never committed (the saved format differs across transformers majors
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from mmrft.checkpoint.files import recover_dir, replace_dir, tmp_dir_for
 
 # Qwen2.5-VL's special tokens, in the released order.
 QWEN_SPECIAL_TOKENS = [
@@ -153,17 +156,32 @@ def build_tokenizer(seed: int = 0, vocab_size: int = 1024):
 
 
 def _merges_of(tok) -> list[tuple[str, str]]:
-    import json
-
     model = json.loads(tok.to_str())["model"]
     return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
 
 
-def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny", arch: str = "qwen2_5_vl") -> Path:
+BUILD_STAMP = "tiny_build.json"
+
+
+def is_tiny_build(path: str | Path, seed: int, preset: str, arch: str = "qwen2_5_vl") -> bool:
+    """Whether ``path`` holds a finished ``build_tiny`` output of these settings."""
+    stamp = Path(path) / BUILD_STAMP
+    try:
+        return json.loads(stamp.read_text()) == {"seed": seed, "preset": preset, "arch": arch}
+    except (OSError, ValueError):
+        return False
+
+
+def build_tiny(
+    out_dir: str | Path, seed: int = 0, preset: str = "tiny", arch: str = "qwen2_5_vl", replace: bool = False
+) -> Path:
     """Write a tiny Qwen2.5-VL (or, with ``arch="qwen2_vl"``, Qwen2-VL) checkpoint, tokenizer and
     processor to ``out_dir``; return the path.
 
-    Deterministic from ``seed``: the same seed gives the same weights and vocabulary.
+    Deterministic from ``seed``: the same seed gives the same weights and vocabulary. Atomic: built in
+    ``.NAME.tmp`` beside ``out_dir`` and renamed into place, so a kill leaves the old folder or the new
+    one. An existing ``out_dir`` is replaced when it is empty, an earlier tiny build, or ``replace``;
+    any other folder is left alone (a ValueError).
     """
     from transformers import (
         Qwen2_5_VLConfig,
@@ -178,8 +196,11 @@ def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny", arch: s
     if preset not in PRESETS:
         raise ValueError(f"unknown tiny preset {preset!r}; available: {', '.join(PRESETS)}")
     p = PRESETS[preset]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    recover_dir(final)
+    if final.is_dir() and any(final.iterdir()) and not replace and not (final / BUILD_STAMP).is_file():
+        raise ValueError(f"{final} exists and is not a tiny-model folder; give a new or empty directory")
+    out = tmp_dir_for(final)
 
     tokenizer = build_tokenizer(seed, p.vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
@@ -260,4 +281,6 @@ def build_tiny(out_dir: str | Path, seed: int = 0, preset: str = "tiny", arch: s
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
-    return out
+    (out / BUILD_STAMP).write_text(json.dumps({"seed": seed, "preset": preset, "arch": arch}))
+    replace_dir(out, final)
+    return final

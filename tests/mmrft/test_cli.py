@@ -56,8 +56,8 @@ def test_quickstart_command_end_to_end(tmp_path, capsys):
 
 def test_eval_command_scores_a_checkpoint(tmp_path, tiny_model_dir, shapes_dir, capsys):
     code = main(["eval", "--model", str(tiny_model_dir), "--data", str(shapes_dir / "classification_heldout.jsonl"),
-                 "eval.max_samples=4", "rewards=[format, accuracy]", "rollout.max_completion_length=4"])  # fmt: skip
+                 "--limit", "4", "rewards=[format, accuracy]", "rollout.max_completion_length=4"])  # fmt: skip
     assert code == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["n"] == 4.0 and set(out) >= {"reward", "reward/format", "reward/accuracy"}
-    assert out["reward/accuracy"] == 0.0  # an untrained tiny model does not answer in tags
+    out = capsys.readouterr().out  # the table (tests/mmrft/test_eval_cli.py checks the files)
+    assert "| n | 4 |" in out and "| reward/format |" in out
+    assert "| reward/accuracy | 0.0000 |" in out  # an untrained tiny model does not answer in tags
