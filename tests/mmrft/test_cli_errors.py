@@ -115,7 +115,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, tiny_model_dir, shapes_dir):
 def test_user_errors_are_printed_by_main_and_others_propagate(monkeypatch, capsys):
     from mmrft.errors import TrainingDiverged
 
-    def diverges(cfg, resume=False):
+    def diverges(cfg, **kwargs):
         raise TrainingDiverged("non-finite loss (nan) in 4 updates in a row\n(more text)")
 
     monkeypatch.setattr("mmrft.trainer.train", diverges)
@@ -127,7 +127,7 @@ def test_user_errors_are_printed_by_main_and_others_propagate(monkeypatch, capsy
     with pytest.raises(TrainingDiverged):
         main(["train", "--debug", "model.tiny=tiny"])
 
-    def bug(cfg, resume=False):
+    def bug(cfg, **kwargs):
         raise KeyError("a bug")
 
     monkeypatch.setattr("mmrft.trainer.train", bug)
