@@ -30,7 +30,7 @@ def _one_line(proc: subprocess.CompletedProcess) -> str:
 def _train_args(tmp_path, tiny_model_dir, shapes_dir, *extra) -> list[str]:
     return [
         "train", f"train.output_dir={tmp_path / 'run'}", f"model.path={tiny_model_dir}",
-        f"data.train_file={shapes_dir / 'classification_train.jsonl'}", "data.eval_file=null", "grpo.steps=1",
+        f"data.train_file={shapes_dir / 'classification_train.jsonl'}", "data.eval_file=null", "model.tiny=null", "sft.steps=0", "grpo.steps=1",
         "rollout.group_size=4", "rollout.max_completion_length=4", "train.prompts_per_step=4",
         "train.micro_batch_size=8", "train.progress_bar=false", "train.tensorboard=false", "train.plot=false",
         *extra,
@@ -65,13 +65,16 @@ def test_debug_shows_the_traceback(tmp_path):
     assert proc.stderr.strip().endswith("mmrft.config.ConfigError: rollout.top_p: must be in (0, 1], got 1.5")
 
 
-def test_an_existing_run_dir_is_one_line(tmp_path, tiny_model_dir, shapes_dir):
+def test_an_existing_run_dir_and_a_bad_checkpoint_are_one_line(tmp_path, tiny_model_dir, shapes_dir):
     args = _train_args(tmp_path, tiny_model_dir, shapes_dir)
     assert main(args) == 0  # a finished one-step run (it leaves its final checkpoint), in-process
     line = _one_line(_mmrft(*args))
-    assert line.startswith(f"error: train.output_dir={str(tmp_path / 'run')!r} already holds checkpoints"), (
-        line
-    )
+    assert line.startswith(f"error: train.output_dir={str(tmp_path / 'run')!r} already holds checkpoints")
+    for step_dir in (tmp_path / "run" / "checkpoints").glob("step_*"):
+        (step_dir / "scheduler.pt").write_bytes(b"")  # every checkpoint damaged: nothing valid to resume
+    line = _one_line(_mmrft(*args, "--resume"))
+    assert line.startswith("resume error: no valid checkpoint to resume in "), line
+    assert "scheduler.pt is 0 bytes" in line
 
 
 @pytest.mark.parametrize(

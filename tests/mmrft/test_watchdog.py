@@ -124,7 +124,7 @@ def _train_cmd(tmp_path, tiny_model_dir, shapes_dir, *extra) -> list[str]:
     return [
         sys.executable, "-m", "mmrft", "train", f"train.output_dir={tmp_path / 'run'}",
         f"model.path={tiny_model_dir}", f"data.train_file={shapes_dir / 'classification_train.jsonl'}",
-        "data.eval_file=null", "grpo.steps=2", "rollout.group_size=4", "rollout.max_completion_length=8",
+        "data.eval_file=null", "model.tiny=null", "sft.steps=0", "grpo.steps=2", "rollout.group_size=4", "rollout.max_completion_length=8",
         "train.prompts_per_step=4", "train.micro_batch_size=8", "train.progress_bar=false",
         "train.tensorboard=false", "train.plot=false", *extra,
     ]  # fmt: skip
