@@ -7,14 +7,19 @@ ground truth into the model's frame. Bad records:
 - ``on_bad_record="error"``: the first bad record raises ``RecordError`` with one line
   ``FILE:LINE: record ID: problem``.
 - ``on_bad_record="skip"``: bad records are counted by reason in ``ds.skipped``; a record that turns
-  out bad only when loaded (corrupt image, box outside the image) is replaced by the next good one,
-  so ``ds[i]`` always returns a Sample while any good record remains.
+  out bad only when loaded (corrupt image, box outside the image, an image past
+  ``VisionSpec.max_image_pixels`` or with an aspect ratio past ``max_ratio``) is replaced by the next
+  good one, so ``ds[i]`` always returns a Sample while any good record remains.
+
+NaN and infinite numbers in ground truth (boxes, segments, durations, times) are record errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,7 +30,7 @@ from PIL import Image
 from data_pipelines.geometry import check_box, clip_box, to_model_frame
 from data_pipelines.records import RecordError, check_record
 from data_pipelines.sample import Sample
-from data_pipelines.vision import VisionSpec, resize_for_model
+from data_pipelines.vision import ResizeError, VisionSpec, resize_for_model
 
 ON_BAD_RECORD = ("error", "skip")
 _CORE_KEYS = ("id", "task", "prompt", "images", "video", "solution", "coord_space")
@@ -75,7 +80,10 @@ class RecordDataset:
                 continue
             rid = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") is not None else None
             try:
-                rec = check_record(_drop_nones(dict(raw)) if isinstance(raw, dict) else raw)
+                try:
+                    rec = check_record(_drop_nones(dict(raw)) if isinstance(raw, dict) else raw)
+                except RecursionError:
+                    raise RecordError("bad_type", "the record is nested too deeply") from None
                 if rec["id"] in seen:
                     raise RecordError("duplicate_id", f"id {rec['id']!r} appears twice")
                 self._check_files(rec)
@@ -165,8 +173,14 @@ class RecordDataset:
         rec = self._records[j]
         images, scales, sizes = [], [], []
         for p in rec["images"]:
-            image, size = self._open_image(self.resolve(p))
-            image, scale = resize_for_model(image, self.vision)
+            path = self.resolve(p)
+            image, size = self._open_image(path, self.vision.max_image_pixels)
+            try:
+                image, scale = resize_for_model(image, self.vision)
+            except ResizeError as e:
+                raise RecordError(e.reason, f"image {path}: {e}") from None
+            except (OSError, ValueError) as e:  # a mode PIL cannot convert to RGB
+                raise RecordError("corrupt_image", f"cannot convert image {path} to RGB: {e}") from None
             images.append(image)
             scales.append(scale)
             sizes.append(size)
@@ -207,14 +221,29 @@ class RecordDataset:
         )
 
     @staticmethod
-    def _open_image(path: Path) -> tuple[Image.Image, tuple[int, int]]:
+    def _open_image(path: Path, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
+        """Decode an image, refusing (before decoding) one of more than ``max_pixels`` pixels."""
         try:
-            with Image.open(path) as im:
+            with warnings.catch_warnings():  # PIL warns past 89 M pixels; the budget below decides
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)
+            with opened as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise RecordError(
+                        "image_too_large",
+                        f"image {path} is {w}x{h} = {w * h:,} pixels, over the budget of {max_pixels:,} "
+                        "(VisionSpec.max_image_pixels); downscale it first",
+                    )
                 im.load()
                 image = im.copy()
+        except RecordError:
+            raise
         except FileNotFoundError:
             raise RecordError("missing_file", f"file not found: {path}") from None
-        except (OSError, SyntaxError, ValueError) as e:
+        except Image.DecompressionBombError as e:  # past twice PIL's limit: refused while opening
+            raise RecordError("image_too_large", f"image {path} is too large to decode: {e}") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
             raise RecordError("corrupt_image", f"cannot read image {path}: {e}") from None
         return image, image.size
 
@@ -266,14 +295,22 @@ def read_jsonl(path: str | os.PathLike) -> tuple[list[Any], list[int]]:
     a ``RecordError`` entry (the dataset reports or skips it). Blank lines are ignored."""
     records: list[Any] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, text in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                records.append(RecordError("bad_json", f"not valid UTF-8 (byte {e.start + 1})"))
+                lines.append(lineno)
+                continue
             if not text.strip():
                 continue
             try:
                 rec = json.loads(text)
             except json.JSONDecodeError as e:
                 rec = RecordError("bad_json", f"not valid JSON ({e.msg} at column {e.colno})")
+            except (ValueError, RecursionError) as e:  # an integer of > 4300 digits, deep nesting
+                rec = RecordError("bad_json", f"not usable JSON ({type(e).__name__}: {str(e)[:80]})")
             records.append(rec)
             lines.append(lineno)
     return records, lines

@@ -8,6 +8,7 @@ so evaluation can report original coordinates. Times (seconds) are the same in b
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 COORD_SPACES = ("pixel", "norm1000", "norm1")
@@ -79,16 +80,38 @@ def to_original_frame(
     return _map_solution(solution, box_to_original, scale, size, coord_space)
 
 
+def is_finite_number(v: Any) -> bool:
+    """Whether ``v`` is an int or float (not a bool) with a finite float value (no NaN, inf, 1e400)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer past the float range
+        return False
+
+
+# What each check_box reason means, for messages.
+BOX_PROBLEMS = {
+    "bad_box": "is not four numbers [x1, y1, x2, y2]",
+    "non_finite": "has a NaN or infinite coordinate",
+    "box_reversed": "needs x1 < x2 and y1 < y2",
+    "box_outside_image": "lies outside the image",
+}
+
+
 def check_box(box: Any, size: tuple[int, int] | None, tol: float = 1.0) -> str | None:
     """Why ``box`` is not a valid xyxy box inside an image of ``size`` (w, h), or None when it is.
 
-    Returns a reason code: ``bad_box`` (not four numbers), ``box_reversed`` (x2 <= x1 or y2 <= y1),
-    ``box_outside_image`` (beyond the image by more than ``tol`` pixels).
+    Returns a reason code (:data:`BOX_PROBLEMS` says what each means): ``bad_box`` (not four numbers),
+    ``non_finite`` (NaN, inf, or an integer past the float range), ``box_reversed`` (x2 <= x1 or
+    y2 <= y1), ``box_outside_image`` (beyond the image by more than ``tol`` pixels).
     """
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return "bad_box"
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
         return "bad_box"
+    if not all(is_finite_number(v) for v in box):
+        return "non_finite"
     x1, y1, x2, y2 = box
     if x2 <= x1 or y2 <= y1:
         return "box_reversed"
@@ -97,6 +120,15 @@ def check_box(box: Any, size: tuple[int, int] | None, tol: float = 1.0) -> str |
         if x1 < -tol or y1 < -tol or x2 > w + tol or y2 > h + tol:
             return "box_outside_image"
     return None
+
+
+def xywh_to_xyxy(bbox: Any) -> Any:
+    """COCO's ``[x, y, w, h]`` as ``[x1, y1, x2, y2]``; anything that is not 4 finite numbers is
+    returned as it is, for :func:`check_box` to name (``bad_box`` / ``non_finite``)."""
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
+        return bbox
+    x, y, w, h = bbox
+    return [x, y, x + w, y + h]
 
 
 def clip_box(box: list[float], size: tuple[int, int]) -> list[float]:

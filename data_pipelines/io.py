@@ -56,11 +56,22 @@ def atomic_open(
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
-    """Write records one JSON object per line, atomically; returns the number written."""
+    """Write records one JSON object per line, atomically; returns the number written.
+
+    A NaN or infinite number anywhere in a record is a ``ValueError`` naming the record (strict JSON
+    has no such numbers, and ground truth must not have them); nothing is written then.
+    """
     n = 0
     with atomic_open(path, "w") as f:
         for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False, separators=(", ", ": ")) + "\n")
+            try:
+                line = json.dumps(rec, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+            except ValueError:
+                rid = rec.get("id") if isinstance(rec, dict) else None
+                raise ValueError(
+                    f"{path}: record {rid!r} holds a NaN or infinite number; not written"
+                ) from None
+            f.write(line + "\n")
             n += 1
     return n
 

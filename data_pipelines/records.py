@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_pipelines.geometry import COORD_SPACES, check_box
+from data_pipelines.geometry import BOX_PROBLEMS, COORD_SPACES, check_box, is_finite_number
 
 # task -> solution keys it needs (at least one group must be complete); DESIGN "Records".
 TASKS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -42,6 +42,10 @@ def _fail(reason: str, message: str) -> None:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _box_error(field: str, box: Any, reason: str) -> None:
+    _fail(reason, f"{field} {box!r} {BOX_PROBLEMS.get(reason, 'is not a valid xyxy box')}")
 
 
 def normalise_prompt(prompt: Any, n_images: int, has_video: bool) -> list[dict[str, Any]]:
@@ -109,7 +113,7 @@ def check_solution(task: str, solution: Any) -> None:
     elif task == "grounding":
         reason = check_box(solution["box"], None)
         if reason:
-            _fail(reason, f"solution.box {solution['box']!r} is not an xyxy box with x1<x2, y1<y2")
+            _box_error("solution.box", solution["box"], reason)
     elif task == "detection":
         boxes, labels = solution["boxes"], solution["labels"]
         if not isinstance(boxes, list) or not isinstance(labels, list):
@@ -119,17 +123,23 @@ def check_solution(task: str, solution: Any) -> None:
         for k, (box, label) in enumerate(zip(boxes, labels)):
             reason = check_box(box, None)
             if reason:
-                _fail(reason, f"solution.boxes[{k}] {box!r} is not an xyxy box with x1<x2, y1<y2")
+                _box_error(f"solution.boxes[{k}]", box, reason)
             if not isinstance(label, str) or not label.strip():
                 _fail("empty_label", f"solution.labels[{k}] is empty or not a string")
     elif task == "temporal_grounding":
         seg = solution["segment"]
         if not (isinstance(seg, list) and len(seg) == 2 and all(_is_number(v) for v in seg)):
             _fail("bad_type", f"solution.segment must be [start_s, end_s], got {seg!r}")
+        if not all(is_finite_number(v) for v in seg):
+            _fail("non_finite", f"solution.segment {seg!r} has a NaN or infinite time")
         if not 0 <= seg[0] < seg[1]:
             _fail("segment_reversed", f"solution.segment {seg} needs 0 <= start < end")
         dur = solution.get("duration")
-        if dur is not None and (not _is_number(dur) or dur <= 0):
+        if dur is not None and not _is_number(dur):
+            _fail("bad_type", f"solution.duration must be a positive number of seconds, got {dur!r}")
+        if dur is not None and not is_finite_number(dur):
+            _fail("non_finite", f"solution.duration {dur!r} is NaN or infinite")
+        if dur is not None and dur <= 0:
             _fail("bad_type", f"solution.duration must be a positive number of seconds, got {dur!r}")
     elif task == "tracking":
         boxes = solution["boxes"]
@@ -140,14 +150,58 @@ def check_solution(task: str, solution: Any) -> None:
             not isinstance(times, list) or len(times) != len(boxes) or not all(_is_number(t) for t in times)
         ):
             _fail("bad_type", f"solution.times must be {len(boxes)} numbers of seconds, one per box")
+        if times is not None and not all(is_finite_number(t) for t in times):
+            _fail("non_finite", "solution.times has a NaN or infinite time")
         for k, box in enumerate(boxes):
             reason = None if box is None else check_box(box, None)
             if reason:
-                _fail(reason, f"solution.boxes[{k}] {box!r} is not an xyxy box with x1<x2, y1<y2")
+                _box_error(f"solution.boxes[{k}]", box, reason)
     elif task == "chart_to_code":
         for key in ("code", "image"):
             if solution.get(key) is not None and not isinstance(solution[key], str):
                 _fail("bad_type", f"solution.{key} must be a string")
+    check_reward_keys(solution)
+
+
+def check_reward_keys(solution: dict[str, Any]) -> None:
+    """The ground-truth keys rewards read, checked whatever the task (a classification record with a
+    stray ``box`` still meets the ``iou`` reward), then every number in the solution: NaN and infinite
+    ones are record errors (``non_finite``) wherever they are."""
+    if solution.get("box") is not None:
+        reason = check_box(solution["box"], None)
+        if reason:
+            _box_error("solution.box", solution["box"], reason)
+    boxes = solution.get("boxes")
+    if boxes is not None:
+        if not isinstance(boxes, list):
+            _fail("bad_type", f"solution.boxes must be a list of xyxy boxes, got {type(boxes).__name__}")
+        for k, box in enumerate(boxes):
+            reason = None if box is None else check_box(box, None)
+            if reason:
+                _box_error(f"solution.boxes[{k}]", box, reason)
+    labels = solution.get("labels")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        _fail("bad_type", "solution.labels must be a list of strings")
+    count = solution.get("count")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        _fail("bad_type", f"solution.count must be a non-negative integer, got {count!r}")
+    seg = solution.get("segment")
+    if seg is not None:
+        if not (isinstance(seg, list) and len(seg) == 2 and all(_is_number(v) for v in seg)):
+            _fail("bad_type", f"solution.segment must be [start_s, end_s], got {seg!r}")
+        if not all(is_finite_number(v) for v in seg):
+            _fail("non_finite", f"solution.segment {seg!r} has a NaN or infinite time")
+        if not 0 <= seg[0] < seg[1]:
+            _fail("segment_reversed", f"solution.segment {seg} needs 0 <= start < end")
+    stack: list[tuple[str, Any]] = [("solution", solution)]
+    while stack:  # iterative: a deeply nested extra key must not overflow the stack
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{k}]", v) for k, v in enumerate(value))
+        elif _is_number(value) and not is_finite_number(value):
+            _fail("non_finite", f"{path} is {repr(value)[:24]}: ground truth must be finite numbers")
 
 
 def check_record(rec: Any) -> dict[str, Any]:
@@ -177,8 +231,9 @@ def check_record(rec: Any) -> dict[str, Any]:
         if not isinstance(video, dict) or not isinstance(video.get("path"), str) or not video["path"]:
             _fail("bad_type", "field 'video' must be {'path': str, 'fps'?: float, 'max_frames'?: int}")
         for key in ("fps", "max_frames", "min_frames"):
-            if video.get(key) is not None and (not _is_number(video[key]) or video[key] <= 0):
-                _fail("bad_type", f"video.{key} must be a positive number, got {video[key]!r}")
+            value = video.get(key)
+            if value is not None and not (is_finite_number(value) and value > 0):
+                _fail("bad_type", f"video.{key} must be a positive finite number, got {value!r}")
     if task in VIDEO_TASKS and video is None:
         _fail("missing_field", f"task {task!r} needs a 'video'")
     coord_space = rec.get("coord_space", "pixel")

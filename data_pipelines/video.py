@@ -19,7 +19,7 @@ from PIL import Image
 
 from data_pipelines.records import RecordError
 from data_pipelines.sample import VideoClip
-from data_pipelines.vision import VisionSpec, video_frame_size
+from data_pipelines.vision import ResizeError, VisionSpec, video_frame_size
 
 
 def num_frames(total: int, native_fps: float, fps: float, min_frames: int, max_frames: int) -> int:
@@ -51,11 +51,13 @@ def _options(spec: VisionSpec, options: dict[str, Any] | None) -> tuple[float, i
     return fps, min_frames, max_frames
 
 
-def _probe_pyav(path: Path) -> tuple[int, float, float]:
+def _probe_pyav(path: Path) -> tuple[int, float, float, int, int]:
+    """(frame count, frame rate, duration seconds, width, height) from the container's header."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         rate = float(stream.average_rate or stream.guessed_rate or 0)
         if rate <= 0:
             raise RecordError("corrupt_video", f"cannot read the frame rate of video {path}")
@@ -68,7 +70,7 @@ def _probe_pyav(path: Path) -> tuple[int, float, float]:
             duration = total / rate
         if total <= 0:
             total = int(round(duration * rate))
-    return total, rate, duration
+    return total, rate, duration, width, height
 
 
 def _decode_pyav(path: Path, wanted: list[int]) -> tuple[dict[int, np.ndarray], dict[int, float], int]:
@@ -93,8 +95,9 @@ def _decode_pyav(path: Path, wanted: list[int]) -> tuple[dict[int, np.ndarray], 
     return frames, times, count
 
 
-def _read_pyav(path: Path, fps: float, min_frames: int, max_frames: int):
-    total, rate, duration = _probe_pyav(path)
+def _read_pyav(path: Path, fps: float, min_frames: int, max_frames: int, max_pixels: int):
+    total, rate, duration, width, height = _probe_pyav(path)
+    _check_frame_pixels(path, width, height, max_pixels)
     n = num_frames(total, rate, fps, min_frames, max_frames)
     idx = sample_indices(total, n)
     frames, times, count = _decode_pyav(path, idx)
@@ -110,13 +113,25 @@ def _read_pyav(path: Path, fps: float, min_frames: int, max_frames: int):
     return stack, idx, stamps, total, rate, duration
 
 
-def _read_decord(path: Path, fps: float, min_frames: int, max_frames: int):
+def _check_frame_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise RecordError(
+            "image_too_large",
+            f"video {path} has {width}x{height} = {width * height:,}-pixel frames, over the budget of "
+            f"{max_pixels:,} (VisionSpec.max_image_pixels)",
+        )
+
+
+def _read_decord(path: Path, fps: float, min_frames: int, max_frames: int, max_pixels: int):
     try:
         import decord
     except ImportError:
         raise ImportError("video_backend 'decord' needs decord: pip install 'mmrft[video]'") from None
     vr = decord.VideoReader(str(path), num_threads=1)
     total, rate = len(vr), float(vr.get_avg_fps())
+    if total:
+        height, width = vr[0].shape[:2]
+        _check_frame_pixels(path, width, height, max_pixels)
     n = num_frames(total, rate, fps, min_frames, max_frames)
     idx = sample_indices(total, n)
     stack = vr.get_batch(idx).asnumpy()
@@ -136,7 +151,9 @@ def load_video(path: str | Path, spec: VisionSpec, options: dict[str, Any] | Non
     fps, min_frames, max_frames = _options(spec, options)
     reader = _read_decord if spec.video_backend == "decord" else _read_pyav
     try:
-        stack, idx, stamps, total, rate, duration = reader(path, fps, min_frames, max_frames)
+        stack, idx, stamps, total, rate, duration = reader(
+            path, fps, min_frames, max_frames, spec.max_image_pixels
+        )
     except RecordError:
         raise
     except ImportError:
@@ -144,7 +161,10 @@ def load_video(path: str | Path, spec: VisionSpec, options: dict[str, Any] | Non
     except Exception as e:  # FFmpeg / decord errors have no common base class worth naming
         raise RecordError("corrupt_video", f"cannot read video {path}: {type(e).__name__}: {e}") from None
     t, h, w, _ = stack.shape
-    new_h, new_w = video_frame_size(h, w, t, spec)
+    try:
+        new_h, new_w = video_frame_size(h, w, t, spec)
+    except ResizeError as e:
+        raise RecordError(e.reason, f"video {path}: {e}") from None
     if (new_h, new_w) != (h, w):
         stack = np.stack(
             [np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.Resampling.BICUBIC)) for f in stack]

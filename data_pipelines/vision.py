@@ -20,7 +20,10 @@ class VisionSpec:
     """How images and video frames are sized and sampled for the model.
 
     min_pixels / max_pixels: pixel budget of one image after resizing (Qwen2.5-VL: 4*28*28 .. 1280*28*28).
-    max_ratio: largest long/short side ratio accepted (Qwen: 200).
+    max_ratio: largest long/short side ratio accepted (Qwen: 200); beyond it a record is bad.
+    max_image_pixels: largest image or video frame (width x height as stored, before resizing) a record
+        may have; larger ones are bad records, never decoded (PIL's own decompression-bomb threshold,
+        about 89 M pixels, 256 MiB of RGB).
     factor: sides become multiples of this (patch size 14 x spatial merge 2).
     video_fps: frames sampled per second of video.
     video_min_frames / video_max_frames: bounds on the sampled frame count (rounded to even numbers).
@@ -32,6 +35,7 @@ class VisionSpec:
     min_pixels: int = 4 * 28 * 28
     max_pixels: int = 1280 * 28 * 28
     max_ratio: float = 200.0
+    max_image_pixels: int = 1024 * 1024 * 1024 // 4 // 3
     factor: int = 28
     video_fps: float = 2.0
     video_min_frames: int = 4
@@ -44,6 +48,8 @@ class VisionSpec:
     def __post_init__(self) -> None:
         if self.factor <= 0:
             raise ValueError(f"VisionSpec.factor must be positive, got {self.factor}")
+        if self.max_image_pixels <= 0:
+            raise ValueError(f"VisionSpec.max_image_pixels must be positive, got {self.max_image_pixels}")
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(
                 f"VisionSpec needs 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}"
@@ -61,6 +67,15 @@ class VisionSpec:
             )
 
 
+class ResizeError(ValueError):
+    """An image size smart-resize cannot serve; ``reason`` is the record-error code
+    (``bad_image_size``, ``extreme_aspect_ratio``, ``image_too_thin``)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def smart_resize(
     height: int,
     width: int,
@@ -74,14 +89,18 @@ def smart_resize(
     Same arithmetic as qwen-vl-utils and transformers' Qwen2-VL image processor, with one guard: an
     input so thin that the budget leaves its short side under one ``factor`` (qwen-vl-utils 0.0.14
     returns a zero side for 30x5900 at 100*28*28 pixels) raises instead of producing an empty image.
+    Raises :class:`ResizeError` (a ``ValueError``) with a reason code.
     """
     if height <= 0 or width <= 0:
-        raise ValueError(f"smart_resize: image size must be positive, got {height}x{width} (HxW)")
+        raise ResizeError(
+            "bad_image_size", f"smart_resize: image size must be positive, got {height}x{width} (HxW)"
+        )
     ratio = max(height, width) / min(height, width)
     if ratio > max_ratio:
-        raise ValueError(
+        raise ResizeError(
+            "extreme_aspect_ratio",
             f"smart_resize: aspect ratio {ratio:.1f} of a {height}x{width} (HxW) image exceeds max_ratio "
-            f"{max_ratio:g}; crop or pad it first"
+            f"{max_ratio:g}; crop or pad it first",
         )
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
@@ -94,9 +113,10 @@ def smart_resize(
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     if h_bar < factor or w_bar < factor:
-        raise ValueError(
+        raise ResizeError(
+            "image_too_thin",
             f"smart_resize: a {height}x{width} (HxW) image is too thin for max_pixels={max_pixels} "
-            f"(the short side would become {min(h_bar, w_bar)} < {factor}); crop it or raise max_pixels"
+            f"(the short side would become {min(h_bar, w_bar)} < {factor}); crop it or raise max_pixels",
         )
     return h_bar, w_bar
 

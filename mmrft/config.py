@@ -528,6 +528,18 @@ def validate(cfg: Config) -> None:
         )
     if not cfg.rewards:
         raise ConfigError("rewards: at least one reward is needed")
+    _check_rewards(cfg.rewards)
+
+
+def _check_rewards(specs: list) -> None:
+    """Every reward resolves and its params are ones it declares, with values it accepts."""
+    from rewards.registry import validate_reward
+
+    for i, spec in enumerate(specs):
+        try:
+            validate_reward(spec.name, spec.params, f"rewards[{i}]")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def describe(cls: type = Config, prefix: str = "") -> list[str]:

@@ -238,3 +238,17 @@ def _single_process_quiet():
 def my_share(items: list, info: DistInfo) -> list:
     """This rank's share of a list (every W-th item from its rank), for work split over ranks."""
     return items[info.rank :: info.world_size]
+
+
+def full_parameters(module: torch.nn.Module):
+    """Yield (name, full tensor) for each parameter of ``module``, one at a time, detached.
+
+    An FSDP2 shard (a DTensor) is gathered on its own with ``full_tensor()`` (a collective: every rank
+    must iterate the same parameters in the same order), so at most one unsharded parameter exists at
+    a time; a plain parameter is yielded as it is (no copy).
+    """
+    from torch.distributed.tensor import DTensor
+
+    for name, param in module.named_parameters():
+        t = param.detach()
+        yield name, (t.full_tensor() if isinstance(t, DTensor) else t)

@@ -50,7 +50,10 @@ class RewardStack:
                 fn = reward_registry.get(spec.name)
             except ValueError as e:
                 raise RewardError(f"rewards[{i}].name: {e}") from None
-            params = dict(spec.params)
+            try:
+                params = reward_registry.validate_params(fn, spec.params, f"rewards[{i}].params")
+            except ValueError as e:
+                raise RewardError(str(e)) from None
             if device is not None and "device" in inspect.signature(fn).parameters and "device" not in params:
                 params["device"] = str(device)
             self.fns.append(functools.partial(fn, **params) if params else fn)

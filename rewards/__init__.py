@@ -4,7 +4,26 @@
 ``reward_funcs`` entry.
 """
 
-from rewards.registry import ENTRY_POINT_GROUP, RewardFn, available, get, register_reward
+from rewards.params import Range
+from rewards.registry import (
+    ENTRY_POINT_GROUP,
+    RewardFn,
+    available,
+    get,
+    register_reward,
+    validate_params,
+    validate_reward,
+)
 from rewards.result import Scores
 
-__all__ = ["ENTRY_POINT_GROUP", "RewardFn", "Scores", "available", "get", "register_reward"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Range",
+    "RewardFn",
+    "Scores",
+    "available",
+    "get",
+    "register_reward",
+    "validate_params",
+    "validate_reward",
+]

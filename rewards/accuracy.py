@@ -19,19 +19,22 @@ optional ``synonyms`` parameter (``{canonical: [variants]}``). Score 1.0 when th
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from rewards.columns import column, completion_text, solutions
+from rewards.params import Range, check_arguments
 from rewards.parsing import extract_answer, normalize_label, synonym_table
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
 
 ANSWER_FORMATS = ("label", "letter", "index")
+# One run of spaces per gap (the keyword owns the spaces after it): two adjacent \s* would split a long
+# run of spaces every possible way before failing, which is quadratic.
 _LETTER = re.compile(
-    r"^\(?\s*(?:option|answer|choice)?\s*\(?([A-Za-z])\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
+    r"^\(?\s*(?:(?:option|answer|choice)\s*)?\(?([A-Za-z])\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
 )
 _INDEX = re.compile(
-    r"^\(?\s*(?:option|answer|choice)?\s*\(?(\d{1,4})\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
+    r"^\(?\s*(?:(?:option|answer|choice)\s*)?\(?(\d{1,4})\s*[).:]?(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL
 )
 
 
@@ -50,8 +53,9 @@ def _choice_position(
     if m:
         key, rest = m.group(1), m.group(2)
         pos = ord(key.upper()) - ord("A") if fmt == "letter" else int(key) - index_base
-        consistent = not (rest and rest.strip(" .")) or _canon(rest, table) == canon_choices[pos]
-        if 0 <= pos < len(choices) and consistent:
+        if 0 <= pos < len(choices) and (
+            not (rest and rest.strip(" .")) or _canon(rest, table) == canon_choices[pos]
+        ):
             return pos
         # "B) dog" when B is "cat" is contradictory; "a dog" may still be the text of a choice
     text = _canon(answer, table)
@@ -85,7 +89,10 @@ def score_label(
     fmt = solution.get("answer_format") or "label"
     if fmt not in ANSWER_FORMATS:
         raise ValueError(f"accuracy: solution answer_format must be one of {ANSWER_FORMATS}, got {fmt!r}")
-    choices = [c for c in (solution.get("choices") or []) if c is not None]
+    raw_choices = solution.get("choices") or []
+    if not isinstance(raw_choices, (list, tuple)):
+        raise ValueError(f"accuracy: solution choices must be a list, got {type(raw_choices).__name__}")
+    choices = [c for c in raw_choices if c is not None]
     if fmt != "label" and choices:
         picked = _choice_position(answer, choices, fmt, index_base, table)
         correct = _correct_position(solution, choices, fmt, index_base, table)
@@ -101,8 +108,8 @@ def score_label(
 @register_reward("accuracy")
 def accuracy(
     completions: list,
-    synonyms: dict[str, Any] | None = None,
-    index_base: int = 1,
+    synonyms: dict[str, str | list[str]] | None = None,
+    index_base: Annotated[int, Range(0)] = 1,
     **columns: Any,
 ) -> Scores:
     """Accuracy: 1.0 when the answer's normalised label equals ``solution["label"]``, else 0.0.
@@ -110,6 +117,7 @@ def accuracy(
     Closed label sets, hedges and empty answers score 0; letters / indices per
     ``solution["answer_format"]`` (see the module doc).
     """
+    check_arguments(accuracy, locals())
     n = len(completions)
     sols = solutions(columns, n)
     table = synonym_table(synonyms)
@@ -125,6 +133,8 @@ def accuracy(
                 f"accuracy: record {ids[i]!r}: solution answer_format must be one of {ANSWER_FORMATS}, "
                 f"got {sol.get('answer_format')!r}"
             )
+        if not isinstance(sol.get("choices") or [], (list, tuple)):
+            raise ValueError(f"accuracy: record {ids[i]!r}: solution choices must be a list of labels")
         answer = extract_answer(completion_text(completion))
         if not answer.ok:
             counter.add("parse_fail")

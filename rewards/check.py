@@ -1,7 +1,8 @@
 """``mmrft rewards check``: run a reward against hostile and edge-case completions and report.
 
 The battery crosses hostile completions (empty, huge, binary junk, unicode, nested tags, prompts
-injected into answers, 10,000 boxes, NaN/inf numbers, deep nesting, ...) with one record of every
+injected into answers, 10,000 boxes, NaN/inf numbers, integers past float range, letters past the
+choices, repeated unclosed tags, deep nesting, ...) with one record of every
 task in the DESIGN schema, plus well-formed answers, and checks:
 
 - ``exceptions``: the reward never raises on model output;
@@ -101,6 +102,16 @@ def hostile_completions(n_boxes: int = 10_000, seed: int = 0) -> list[tuple[str,
         ("negative_reversed", "<answer>[400, 300, -20, -10]</answer>"),
         ("hedge", "<answer>dog or cat, 3 or 4, [1,2,3,4] [5,6,7,8]</answer>"),
         ("code_injection", "<answer>```python\nimport os; os.system('echo pwned')\n```</answer>"),
+        # issue 9: what crashed or stalled the built-ins
+        ("integer_past_float_range", "<answer>" + "9" * 309 + "</answer>"),
+        (
+            "json_integer_past_float_range",
+            '<answer>{"count": ' + "1" * 401 + ', "bbox_2d": [' + "9" * 400 + ", 1, 2, 3]}</answer>",
+        ),
+        ("letter_past_choices", "<answer>Z) cat</answer>"),
+        ("index_past_choices", "<answer>5 x</answer>"),
+        ("repeated_unclosed_think", "<think>" * 8000),  # 56 KB; a quadratic parser takes seconds
+        ("unclosed_fences", "<answer>" + "```" * 5000 + "</answer>"),
     ] + [(f"good_{i}", a) for i, a in enumerate(GOOD_ANSWERS)]
 
 

@@ -63,7 +63,7 @@ def solutions(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
         if isinstance(sol, str):
             try:
                 sol = json.loads(sol)
-            except ValueError:
+            except (ValueError, RecursionError):
                 sol = None
         out.append(sol if isinstance(sol, dict) else {})
     return out
@@ -78,7 +78,7 @@ def frame_size(coord_space: Any, image_size: Any) -> tuple[float, float] | None:
     if isinstance(image_size, (list, tuple)) and len(image_size) == 2:
         try:
             w, h = float(image_size[0]), float(image_size[1])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         if math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0:
             return (w, h)

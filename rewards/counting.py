@@ -18,9 +18,12 @@ import math
 from typing import Any
 
 from rewards.columns import column, completion_text, solutions
+from rewards.params import check_arguments
 from rewards.parsing import extract_answer, find_number_words, find_numbers, loads_json
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
+
+MAX_COUNT = 10**12  # larger stated counts are not counts (and 1e308 would not convert exactly)
 
 
 class CountParse:
@@ -40,7 +43,7 @@ def parse_count(answer: str | None) -> CountParse:
     if ok and isinstance(value, dict):
         value = value.get("count", value.get("answer"))
     if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-        numbers = [float(value)]
+        numbers = [value]  # a JSON integer stays exact: float() overflows past 1e308
     else:
         numbers = find_numbers(answer) + [float(w) for w in find_number_words(answer)]
     distinct = sorted(set(numbers))
@@ -49,7 +52,9 @@ def parse_count(answer: str | None) -> CountParse:
     if len(distinct) > 1:
         return CountParse(None, "ambiguous")
     x = distinct[0]
-    if not math.isfinite(x) or x < 0 or x != int(x) or x > 1e12:
+    if not 0 <= x <= MAX_COUNT:  # compared exactly, so a 400-digit integer and NaN land here too
+        return CountParse(None, "ambiguous")
+    if isinstance(x, float) and x != int(x):
         return CountParse(None, "ambiguous")
     return CountParse(int(x))
 
@@ -57,6 +62,7 @@ def parse_count(answer: str | None) -> CountParse:
 @register_reward("counting")
 def counting(completions: list, relative_error_credit: bool = False, **columns: Any) -> Scores:
     """Counting: 1.0 when the answer states exactly ``solution["count"]`` (near-miss credit optional)."""
+    check_arguments(counting, locals())
     n = len(completions)
     sols = solutions(columns, n)
     counter = MetricCounter("parse_fail", "ambiguous")
@@ -67,7 +73,12 @@ def counting(completions: list, relative_error_credit: bool = False, **columns: 
         if gt is None:
             out.append(None)
             continue
-        if isinstance(gt, bool) or not isinstance(gt, (int, float)) or gt != int(gt) or gt < 0:
+        if (
+            isinstance(gt, bool)
+            or not isinstance(gt, (int, float))
+            or (isinstance(gt, float) and not (math.isfinite(gt) and gt == int(gt)))
+            or gt < 0
+        ):
             raise ValueError(
                 f"counting: record {ids[i]!r}: solution count must be a non-negative integer, got {gt!r}"
             )

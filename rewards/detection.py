@@ -20,14 +20,15 @@ proper confidence score mixed in. Range [0, 1].
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
 from rewards.boxes import Box, clean_boxes, fast_parse, gt_box, parse_boxes
 from rewards.columns import column, completion_text, frame_size, resolve_device, solutions
-from rewards.matching import MODES, BadGroundTruth, GtBox, PredBox, score_detections
+from rewards.matching import BadGroundTruth, GtBox, Mode, PredBox, score_detections
+from rewards.params import Range, check_arguments
 from rewards.parsing import extract_answer, fast_answer, normalize_label, synonym_table
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
@@ -193,20 +194,17 @@ def _parse_predictions(
 @register_reward("detection")
 def detection(
     completions: list,
-    score: str = "mean_iou",
-    iou_threshold: float = 0.5,
-    dedup_iou: float = 0.95,
-    max_boxes: int = 100,
-    confidence_weight: float = 0.0,
-    synonyms: dict[str, Any] | None = None,
+    score: Mode = "mean_iou",
+    iou_threshold: Annotated[float, Range(0, 1)] = 0.5,
+    dedup_iou: Annotated[float, Range(0, 1)] = 0.95,
+    max_boxes: Annotated[int, Range(1, 10_000)] = 100,
+    confidence_weight: Annotated[float, Range(0, 1)] = 0.0,
+    synonyms: dict[str, str | list[str]] | None = None,
     device: str | torch.device | None = None,
     **columns: Any,
 ) -> Scores:
     """Detection: one-to-one matched boxes, false positives and misses penalised alike, in [0, 1]."""
-    if score not in MODES:
-        raise ValueError(f"detection: score must be one of {MODES}, got {score!r}")
-    if not 0.0 <= confidence_weight <= 1.0:
-        raise ValueError(f"detection: confidence_weight must be in [0, 1], got {confidence_weight!r}")
+    check_arguments(detection, locals())
     n = len(completions)
     sols = solutions(columns, n)
     tasks, spaces, sizes, ids = (column(columns, k, n) for k in ("task", "coord_space", "image_size", "id"))
@@ -224,7 +222,10 @@ def detection(
         if not is_detection_record(sol, tasks[i]):
             continue
         frame = frame_size(spaces[i], sizes[i])
-        gt_boxes, gt_labels = list(sol["boxes"]), sol.get("labels")
+        gt_boxes, gt_labels = sol["boxes"], sol.get("labels")
+        if not isinstance(gt_boxes, (list, tuple)) or not isinstance(gt_labels, (list, tuple, type(None))):
+            raise ValueError(f"detection: record {ids[i]!r}: solution boxes and labels must be lists")
+        gt_boxes = list(gt_boxes)
         if gt_labels is not None and len(gt_labels) != len(gt_boxes):
             raise ValueError(
                 f"detection: record {ids[i]!r}: solution has {len(gt_boxes)} boxes but {len(gt_labels)} labels"
@@ -266,7 +267,7 @@ def detection(
             )
         except BadGroundTruth as e:
             raise _bad_gt(ids[idx[e.item]], e.box, sols[idx[e.item]]["boxes"][e.box]) from None
-        except (TypeError, ValueError):  # a non-number in a ground-truth box: find it
+        except (TypeError, ValueError, OverflowError):  # a non-number (or 1e400) in a ground-truth box
             for i in idx:
                 for j, b in enumerate(sols[i]["boxes"]):
                     if gt_box(b) is None:

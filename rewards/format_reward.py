@@ -16,15 +16,18 @@ The chat template's tokens (``<|im_end|>``, ...) are stripped first. Never raise
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal, get_args
 
 from rewards.columns import completion_text, solutions
+from rewards.params import check_arguments
 from rewards.parsing import extract_answer, loads_json, strip_template_tokens
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
 
-STRUCTURES = ("think_answer", "answer_only", "json", "none")
-JSON_SHAPES = ("auto", "any", "box", "boxes", "number", "segment", "string")
+Structure = Literal["think_answer", "answer_only", "json", "none"]
+JsonShape = Literal["auto", "any", "box", "boxes", "number", "segment", "string"]
+STRUCTURES = get_args(Structure)
+JSON_SHAPES = get_args(JsonShape)
 
 _THINK_ANSWER = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
 _ANSWER_ONLY = re.compile(r"\s*<answer>(.*?)</answer>\s*", re.DOTALL)
@@ -38,16 +41,20 @@ def _single_blocks(text: str, names: tuple[str, ...]) -> bool:
 
 def think_answer_ok(text: str, allow_empty_think: bool = False) -> bool:
     """Whether ``text`` (template tokens already stripped) is exactly one think block then one answer."""
+    if not _single_blocks(text, ("think", "answer")):  # first: one tag of each keeps the regex linear
+        return False
     m = _THINK_ANSWER.fullmatch(text)
-    if not m or not _single_blocks(text, ("think", "answer")):
+    if not m:
         return False
     return bool(m.group(2).strip()) and (allow_empty_think or bool(m.group(1).strip()))
 
 
 def answer_only_ok(text: str) -> bool:
     """Whether ``text`` (template tokens already stripped) is exactly one non-empty answer block."""
+    if not _single_blocks(text, ("answer",)):
+        return False
     m = _ANSWER_ONLY.fullmatch(text)
-    return bool(m) and _single_blocks(text, ("answer",)) and bool(m.group(1).strip())
+    return bool(m) and bool(m.group(1).strip())
 
 
 def _is_num(v: Any) -> bool:
@@ -102,16 +109,13 @@ def auto_shape(solution: dict[str, Any]) -> str:
 @register_reward("format")
 def format_reward(
     completions: list,
-    structure: str = "think_answer",
-    json_shape: str = "auto",
+    structure: Structure = "think_answer",
+    json_shape: JsonShape = "auto",
     allow_empty_think: bool = False,
     **columns: Any,
 ) -> Scores:
     """Format: 1.0 if the completion has the required tag/JSON structure, else 0.0 (see module doc)."""
-    if structure not in STRUCTURES:
-        raise ValueError(f"format: structure must be one of {STRUCTURES}, got {structure!r}")
-    if json_shape not in JSON_SHAPES:
-        raise ValueError(f"format: json_shape must be one of {JSON_SHAPES}, got {json_shape!r}")
+    check_arguments(format_reward, locals())
     n = len(completions)
     counter = MetricCounter("malformed")
     sols = solutions(columns, n) if structure == "json" else [{}] * n

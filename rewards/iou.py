@@ -18,31 +18,32 @@ would otherwise be a way to hedge), repeated identical boxes count once. No box,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 
 from rewards.boxes import gt_box, parse_boxes
 from rewards.columns import column, completion_text, frame_size, resolve_device, solutions
 from rewards.geometry import paired_iou
+from rewards.params import Range, check_arguments
 from rewards.parsing import extract_answer
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
 
-VARIANTS = ("iou", "giou")
+Variant = Literal["iou", "giou"]
+VARIANTS = get_args(Variant)
 
 
 @register_reward("iou")
 def iou(
     completions: list,
-    variant: str = "iou",
-    threshold: float | None = None,
+    variant: Variant = "iou",
+    threshold: Annotated[float, Range(0, 1)] | None = None,
     device: str | torch.device | None = None,
     **columns: Any,
 ) -> Scores:
     """IoU of the single predicted box with ``solution["box"]``, in [0, 1] (GIoU rescaled as an option)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"iou: variant must be one of {VARIANTS}, got {variant!r}")
+    check_arguments(iou, locals())
     n = len(completions)
     sols = solutions(columns, n)
     spaces = column(columns, "coord_space", n)

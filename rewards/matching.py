@@ -27,6 +27,7 @@ Both empty: 1.0 (a correct "no objects"). Scores lie in [0, 1].
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -35,7 +36,8 @@ from torch import Tensor
 
 from rewards.geometry import pad_boxes, paired_iou
 
-MODES = ("mean_iou", "f1")
+Mode = Literal["mean_iou", "f1"]
+MODES = get_args(Mode)
 PredBox = tuple[float, float, float, float, int, float]  # x1, y1, x2, y2, label_id, confidence
 GtBox = tuple[float, float, float, float, int]  # x1, y1, x2, y2, label_id
 # f1 matching weight for a pair at or above the threshold: 1 + TIE * IoU (count first, then IoU)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 # Qwen's special tokens all look like <|name|>; strip every one of them.
 TEMPLATE_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_THINK_TAG = re.compile(r"<(/?)think>", re.IGNORECASE)
 _ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
@@ -53,15 +53,26 @@ def strip_template_tokens(text: str) -> str:
 
 def remove_reasoning(text: str) -> str:
     """``text`` with ``<think>`` blocks, anything before a lone ``</think>`` and after an unclosed
-    ``<think>`` removed."""
-    text = _THINK_BLOCK.sub(" ", text)
-    closes = list(_THINK_CLOSE.finditer(text))
-    if closes:  # a lone </think>: what comes before it is reasoning (template pre-filled <think>)
-        text = text[closes[-1].end() :]
-    opened = _THINK_OPEN.search(text)
-    if opened:  # an unclosed <think>: the rest is reasoning
-        text = text[: opened.start()]
-    return text
+    ``<think>`` removed.
+
+    One pass over the tags, linear in ``len(text)``: a block runs from a ``<think>`` to the first
+    ``</think>`` after it (``<think>`` tags inside a block are part of it) and becomes one space.
+    """
+    kept: list[str] = []
+    pos = 0  # start of the text not yet copied
+    opened = -1  # start of the open block, or -1
+    for m in _THINK_TAG.finditer(text):
+        if m.group(1):  # </think>
+            if opened >= 0:
+                kept += (text[pos:opened], " ")
+                opened = -1
+            else:  # a lone </think>: what comes before it is reasoning (template pre-filled <think>)
+                kept.clear()
+            pos = m.end()
+        elif opened < 0:
+            opened = m.start()
+    kept.append(text[pos:opened] if opened >= 0 else text[pos:])  # an unclosed <think>: the rest is reasoning
+    return "".join(kept)
 
 
 def extract_answer(completion: str) -> Answer:
@@ -114,8 +125,11 @@ def fast_answer(completion: str) -> str | None:
 
 def strip_code_fence(text: str) -> str:
     """The body of a Markdown code fence (```json ... ```) when ``text`` is one, else ``text``."""
-    m = _FENCE.match(text.strip())
-    return m.group(1).strip() if m else text.strip()
+    text = text.strip()
+    if len(text) < 6 or not (text.startswith("```") and text.endswith("```")):
+        return text  # checked first: on a text that cannot match, the regex would backtrack quadratically
+    m = _FENCE.match(text)
+    return m.group(1).strip() if m else text
 
 
 def loads_json(text: str) -> tuple[bool, Any]:

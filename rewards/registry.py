@@ -8,6 +8,10 @@ entry. A spec names a reward in one of three ways:
   group ``mmrft.rewards`` of an installed package;
 - ``package.module:function``;
 - ``path/to/file.py:function`` (relative paths resolve against the current directory).
+
+A reward's parameters are the named keyword parameters of its signature; dataset columns arrive in
+``**columns`` (see :mod:`rewards.params`). :func:`validate_params` checks a config's ``params`` against
+them before the first call: an unknown name lists the accepted ones, a bad value names what is allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rewards import params as _params
 
 RewardFn = Callable[..., list]
 
@@ -109,3 +115,28 @@ def get(spec: str) -> RewardFn:
             "(or give 'package.module:function' / 'path/to/file.py:function')"
         )
     return regs[spec]
+
+
+def validate_params(
+    spec: str | RewardFn, params: dict[str, Any] | None = None, where: str = "params"
+) -> dict[str, Any]:
+    """Check ``params`` against the parameters reward ``spec`` (a spec or the function) declares.
+
+    Returns the params as a dict. Raises ``ValueError`` with one line: an unresolvable spec, a column
+    name, an unknown parameter (``<where>.treshold: unknown parameter of reward 'iou'; accepted:
+    variant, threshold, device``), a missing required one, or a bad value (``<where>.structure:
+    'think_anwser' is not allowed; choose from think_answer, answer_only, json, none``).
+    """
+    fn = get(spec) if isinstance(spec, str) else spec
+    return _params.validate_params(fn, params, where)
+
+
+def validate_reward(spec: str, params: dict[str, Any] | None = None, where: str = "reward") -> RewardFn:
+    """Resolve ``spec`` and check its ``params``; returns the function. Errors name ``<where>.name`` or
+    ``<where>.params.<parameter>`` (a config passes ``where="rewards[0]"``)."""
+    try:
+        fn = get(spec)
+    except ValueError as e:
+        raise ValueError(f"{where}.name: {e}") from None
+    _params.validate_params(fn, params, f"{where}.params")
+    return fn

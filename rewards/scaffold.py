@@ -23,23 +23,35 @@ Contract (see docs/rewards.md):
 - Return one float per completion, in [0, 1], or None where the reward does not apply to a record.
   Returning :class:`rewards.result.Scores` adds metrics the trainer logs as ``reward/{name}/<metric>``.
 - Read only the answer (:func:`rewards.parsing.extract_answer`), never the reasoning; never raise on
-  model output: garbage scores 0.
-- Every parameter has a default; the config passes them as keyword arguments.
+  model output: garbage scores 0; parse in linear time (no regex that can backtrack over the text).
+- Parameters: every parameter is a named keyword parameter of the signature with a default; dataset
+  columns arrive in ``**columns`` (never read a parameter from there). The config's ``params:`` are
+  checked against the signature when the config loads: an unknown name is an error listing the
+  accepted ones, and a value its type hint rejects is an error too. Type hints that are checked:
+  ``bool``, ``int``, ``float``, ``str``, ``Literal["a", "b"]``, ``X | None``, ``list[X]``,
+  ``dict[K, V]`` and ``Annotated[float, Range(0, 1)]`` (``from rewards.params import Range``).
 
 Check it against hostile completions with ``mmrft rewards check {name}.py:{name}``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from rewards.columns import completion_text, solutions
+from rewards.params import Range
 from rewards.parsing import extract_answer, normalize_label
 from rewards.result import MetricCounter, Scores
 
 
-def {name}(completions: list, case_sensitive: bool = False, **columns: Any) -> Scores:
-    """{title}: 1.0 when the answer equals ``solution["answer"]`` (edit to score what you need)."""
+def {name}(
+    completions: list,
+    case_sensitive: bool = False,
+    miss_score: Annotated[float, Range(0, 1)] = 0.0,
+    **columns: Any,
+) -> Scores:
+    """{title}: 1.0 when the answer equals ``solution["answer"]``, else ``miss_score`` (edit to score what
+    you need)."""
     n = len(completions)
     sols = solutions(columns, n)
     counter = MetricCounter("parse_fail")
@@ -55,9 +67,10 @@ def {name}(completions: list, case_sensitive: bool = False, **columns: Any) -> S
             out.append(0.0)
             continue
         if case_sensitive:
-            out.append(1.0 if answer.text.strip() == str(expected).strip() else 0.0)
+            hit = answer.text.strip() == str(expected).strip()
         else:
-            out.append(1.0 if normalize_label(answer.text) == normalize_label(str(expected)) else 0.0)
+            hit = normalize_label(answer.text) == normalize_label(str(expected))
+        out.append(1.0 if hit else miss_score)
     return counter.scores(out)
 '''
 
@@ -93,6 +106,15 @@ def test_cases(fn, completion, expected):
 
 def test_not_applicable(fn):
     assert fn(["yes"], solution=[{{"label": "cat"}}]) == [None]
+
+
+def test_params_are_checked_against_the_signature(fn):
+    assert rewards.validate_params(fn, {{"miss_score": 0.1}}) == {{"miss_score": 0.1}}
+    assert fn(["no"], solution=[{{"answer": "yes"}}], miss_score=0.1) == [0.1]
+    with pytest.raises(ValueError, match="unknown parameter"):
+        rewards.validate_params(fn, {{"miss_scroe": 0.1}})
+    with pytest.raises(ValueError, match="must be in"):
+        rewards.validate_params(fn, {{"miss_score": 2.0}})
 
 
 def test_hostile_battery(fn):

@@ -20,36 +20,44 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
 
 from rewards.columns import completion_text, resolve_device, solutions
 from rewards.geometry import interval_iou
+from rewards.params import Range, check_arguments
 from rewards.parsing import extract_answer, loads_json
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
 
-VARIANTS = ("iou", "iou_v2")
+Variant = Literal["iou", "iou_v2"]
+VARIANTS = get_args(Variant)
 _TIME = re.compile(r"(?<![\w.:])(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d+)?)(?!\d|[.:]\d)")
 
 
 def _finite(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an integer past 1e308
+        return None
     return f if math.isfinite(f) else None
 
 
 def parse_times(text: str) -> list[float]:
-    """Every time written in ``text``, in seconds (``1:02`` -> 62.0, ``1:00:01.5`` -> 3601.5)."""
+    """Every time written in ``text``, in seconds (``1:02`` -> 62.0, ``1:00:01.5`` -> 3601.5).
+
+    Fields are read with float(), so any number of digits converts (to inf past 1e308), never raises.
+    """
     out = []
     for m in _TIME.finditer(text):
         a, b, c = m.groups()
         parts = [p for p in (a, b) if p is not None]
         seconds = float(c)
         for k, p in enumerate(reversed(parts)):
-            seconds += int(p) * 60 ** (k + 1)
+            seconds += float(p) * 60.0 ** (k + 1)
         out.append(seconds)
     return out
 
@@ -81,14 +89,13 @@ def parse_segment(answer: str | None) -> tuple[tuple[float, float] | None, str]:
 @register_reward("temporal_iou")
 def temporal_iou(
     completions: list,
-    variant: str = "iou",
-    threshold: float | None = None,
+    variant: Variant = "iou",
+    threshold: Annotated[float, Range(0, 1)] | None = None,
     device: str | torch.device | None = None,
     **columns: Any,
 ) -> Scores:
     """Temporal IoU of the answered [start, end] seconds with ``solution["segment"]``, in [0, 1]."""
-    if variant not in VARIANTS:
-        raise ValueError(f"temporal_iou: variant must be one of {VARIANTS}, got {variant!r}")
+    check_arguments(temporal_iou, locals())
     n = len(completions)
     sols = solutions(columns, n)
     counter = MetricCounter("parse_fail", "ambiguous")

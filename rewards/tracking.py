@@ -17,13 +17,14 @@ pairs are computed in one batch on ``device``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from rewards.boxes import BOX_KEYS, INVALID, Box, gt_box, make_box, parse_boxes
 from rewards.columns import column, completion_text, frame_size, resolve_device, solutions
 from rewards.geometry import paired_iou
+from rewards.params import Range, check_arguments
 from rewards.parsing import extract_answer, loads_json
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
@@ -73,9 +74,13 @@ def parse_track(
 
 @register_reward("tracking")
 def tracking(
-    completions: list, max_frames: int = 512, device: str | torch.device | None = None, **columns: Any
+    completions: list,
+    max_frames: Annotated[int, Range(1, 100_000)] = 512,
+    device: str | torch.device | None = None,
+    **columns: Any,
 ) -> Scores:
     """Tracking: per-frame box IoU averaged over max(T_pred, T_gt) frames, in [0, 1]."""
+    check_arguments(tracking, locals())
     n = len(completions)
     sols = solutions(columns, n)
     tasks, spaces, sizes, ids = (column(columns, k, n) for k in ("task", "coord_space", "image_size", "id"))
@@ -88,6 +93,10 @@ def tracking(
         if not is_tracking_record(sol, tasks[i]):
             continue
         frame = frame_size(spaces[i], sizes[i])
+        if not isinstance(sol["boxes"], (list, tuple)):
+            raise ValueError(
+                f"tracking: record {ids[i]!r}: solution boxes must be a list, one box or null per frame"
+            )
         gt_track = []
         for t, b in enumerate(sol["boxes"]):
             g = None if b is None else gt_box(b, frame)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.converters.common import ConvertResult, MediaPlacer, finish, k_shot, output_path
-from data_pipelines.geometry import check_box, clip_box
+from data_pipelines.geometry import check_box, clip_box, xywh_to_xyxy
 from data_pipelines.prompts import (
     PROMPT_STYLES,
     answer_instruction,
@@ -97,8 +97,7 @@ def convert_coco(
         if ann.get("iscrowd"):
             skipped["crowd_annotation"] += 1
             continue
-        x, y, w, h = ann["bbox"]
-        box = [x, y, x + w, y + h]
+        box = xywh_to_xyxy(ann.get("bbox"))
         reason = check_box(box, (img["width"], img["height"]))
         if reason:  # a bad box poisons its image's ground truth: drop the image, not just the box
             skipped[reason] += 1

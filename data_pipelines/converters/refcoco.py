@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.converters.common import ConvertResult, MediaPlacer, finish, output_path
-from data_pipelines.geometry import check_box, clip_box
+from data_pipelines.geometry import check_box, clip_box, xywh_to_xyxy
 from data_pipelines.prompts import BOX_FORM, answer_instruction, coord_sentence, user_prompt
 
 
@@ -69,8 +69,7 @@ def convert_refcoco(
         if ann is None or img is None:
             skipped["dangling_ref"] += 1
             continue
-        x, y, w, h = ann["bbox"]
-        box, size = [x, y, x + w, y + h], (img["width"], img["height"])
+        box, size = xywh_to_xyxy(ann.get("bbox")), (img["width"], img["height"])
         reason = check_box(box, size)
         if reason:
             skipped[reason] += len(ref.get("sentences", []))

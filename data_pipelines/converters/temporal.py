@@ -6,7 +6,8 @@
 
 Durations come from the annotation (ActivityNet) or from the video's header (Charades, read with PyAV).
 A segment past the end by at most ``tolerance`` seconds is clipped; further, reversed or empty ones are
-skipped with a reason.
+skipped with a reason, and so are rows whose start, end or duration is not a finite number of seconds
+(``bad_type``: not a number; ``non_finite``: NaN or infinite).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.converters.common import ConvertResult, MediaPlacer, finish, output_path
+from data_pipelines.geometry import is_finite_number
 from data_pipelines.prompts import answer_instruction, user_prompt
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -48,7 +50,17 @@ def _probe_duration(path: Path) -> float | None:
         return None
 
 
-def _parse_charades(path: Path) -> list[tuple[str, float, float, str, float | None]]:
+def _seconds(value: Any) -> float | None:
+    """A time as written (number or numeric string) as a float; None when it is not a number."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _parse_charades(path: Path) -> list[tuple[str, float | None, float | None, str, float | None]]:
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -60,17 +72,20 @@ def _parse_charades(path: Path) -> list[tuple[str, float, float, str, float | No
                 raise ValueError(
                     f"{path}:{lineno}: expected 'VIDEO_ID START END##sentence', got {line.strip()!r}"
                 )
-            rows.append((parts[0], float(parts[1]), float(parts[2]), sentence.strip(), None))
+            rows.append((parts[0], _seconds(parts[1]), _seconds(parts[2]), sentence.strip(), None))
     return rows
 
 
-def _parse_activitynet(path: Path) -> list[tuple[str, float, float, str, float | None]]:
+def _parse_activitynet(path: Path) -> list[tuple[str, float | None, float | None, str, float | None]]:
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     rows = []
     for vid, ann in sorted(data.items()):
-        for (start, end), sentence in zip(ann["timestamps"], ann["sentences"]):
-            rows.append((vid, float(start), float(end), sentence.strip(), float(ann["duration"])))
+        duration = _seconds(ann["duration"])
+        for pair, sentence in zip(ann["timestamps"], ann["sentences"]):
+            start, end = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else (None, None)
+            dur = duration if duration is not None else -1.0  # not a number: a bad (non-positive) duration
+            rows.append((vid, _seconds(start), _seconds(end), str(sentence).strip(), dur))
     return rows
 
 
@@ -103,6 +118,15 @@ def convert_temporal(
     records: list[dict[str, Any]] = []
     per_video: Counter[str] = Counter()
     for vid, start, end, sentence, duration in rows:
+        if start is None or end is None:
+            skipped["bad_type"] += 1
+            continue
+        if not all(is_finite_number(v) for v in (start, end, duration) if v is not None):
+            skipped["non_finite"] += 1
+            continue
+        if duration is not None and duration <= 0:
+            skipped["bad_type"] += 1
+            continue
         src = _find_video(video_dir, vid)
         if src is None:
             skipped["missing_file"] += 1

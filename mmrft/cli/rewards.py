@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="reward parameter (VALUE parsed as JSON when it can be, else a string); repeatable",
+        help="reward parameter (VALUE parsed as JSON when it can be, else a string), checked against the "
+        "parameters the reward declares; repeatable",
     )
     p_check.add_argument(
         "--range",
@@ -83,10 +84,14 @@ def _parse_params(items: list[str]) -> dict:
 def _check(args: argparse.Namespace) -> int:
     import rewards
     from rewards.check import run_checks
+    from rewards.params import ParamError
 
     try:
         fn = rewards.get(args.spec)
-        params = _parse_params(args.param)
+        params = rewards.validate_params(fn, _parse_params(args.param), where="")
+    except ParamError as e:  # the same check as a config's rewards[i].params at load
+        print(f"error: --param {e}", file=sys.stderr)
+        return 2
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

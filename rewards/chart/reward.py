@@ -24,17 +24,23 @@ import re
 import threading
 from collections import OrderedDict
 from concurrent import futures
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from rewards.columns import column, completion_text, solutions
+from rewards.params import Range, check_arguments
 from rewards.parsing import extract_answer
 from rewards.registry import register_reward
 from rewards.result import MetricCounter, Scores
 from rewards.sandbox import FAIL_REASONS, RenderResult, SandboxConfig, SandboxPool
 
 CHART_TASKS = ("chart_to_code", "chart", "chart_render")
-CODE_BLOCK_MODES = ("auto", "fence", "whole")
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+CodeBlock = Literal["auto", "fence", "whole"]
+CODE_BLOCK_MODES = get_args(CodeBlock)
+Weight = Annotated[float, Range(0)]
+Positive = Annotated[float, Range(0, lo_open=True)]
+Count = Annotated[int, Range(1)]
+_SB = SandboxConfig  # its class attributes are the field defaults
+_LANG = re.compile(r"[ \t]*([A-Za-z0-9_+-]*)")
 _CACHE_SIZE = 4096
 
 _pools: dict[SandboxConfig, SandboxPool] = {}
@@ -58,12 +64,35 @@ def extract_code(completion: Any, code_block: str = "auto") -> str | None:
     text = answer.text
     if code_block == "whole":
         return text
-    fences = _FENCE.findall(text)
+    fences = code_fences(text)
     python = [body for lang, body in fences if lang.lower() in ("python", "py", "python3")]
     if python or fences:
         body = (python or [b for _, b in fences])[0].strip()
         return body or None
     return None if code_block == "fence" else text
+
+
+def code_fences(text: str) -> list[tuple[str, str]]:
+    """Every Markdown code fence in ``text`` as ``(language, body)``, in order, in one linear scan.
+
+    A fence opens with a backtick triple and the rest of its line (the language is the first word
+    after it), and closes at the next backtick triple after that line, mid-line or not; an unclosed
+    fence is not a fence. (The regex that says the same, backtick triple, ``[ \t]*([A-Za-z0-9_+-]*)``,
+    ``[^\n]*\n(.*?)`` and a triple, backtracks quadratically on lines of unclosed triples.)
+    """
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        start = text.find("```", pos)
+        if start < 0:
+            return out
+        eol = text.find("\n", start + 3)
+        close = text.find("```", eol + 1) if eol >= 0 else -1
+        if close < 0:  # no later triple can open a closed fence either
+            return out
+        lang = _LANG.match(text, start + 3, eol).group(1)
+        out.append((lang, text[eol + 1 : close]))
+        pos = close + 3
 
 
 def get_pool(cfg: SandboxConfig) -> SandboxPool:
@@ -140,6 +169,13 @@ def _cached_image_reference(sol: dict[str, Any], cfg: SandboxConfig) -> Referenc
     return ref
 
 
+def _check_params(values: dict[str, Any]) -> None:
+    """The constraints between chart_render's parameters (``check_params`` hook of rewards.params)."""
+    if values["element_weight"] + values["visual_weight"] <= 0:
+        raise ValueError("element_weight + visual_weight must be > 0")
+    sandbox_config({k: v for k, v in values.items() if v is not None})  # SandboxConfig's own checks
+
+
 def sandbox_config(params: dict[str, Any]) -> SandboxConfig:
     """The sandbox settings named in the reward's params (unknown keys are ignored here)."""
     fields = SandboxConfig.__dataclass_fields__
@@ -159,32 +195,49 @@ def chart_render(
     completions: list[Any],
     solution: list[Any] | None = None,
     task: list[Any] | None = None,
-    element_weight: float = 0.5,
-    visual_weight: float = 0.5,
-    text_weight: float = 1.0,
-    type_weight: float = 1.0,
-    color_weight: float = 1.0,
-    layout_weight: float = 1.0,
-    color_scale: float = 100.0,
-    code_block: str = "auto",
-    batch_timeout_s: float | None = None,
-    **params: Any,
+    element_weight: Weight = 0.5,
+    visual_weight: Weight = 0.5,
+    text_weight: Weight = 1.0,
+    type_weight: Weight = 1.0,
+    color_weight: Weight = 1.0,
+    layout_weight: Weight = 1.0,
+    color_scale: Positive = 100.0,
+    code_block: CodeBlock = "auto",
+    batch_timeout_s: Positive | None = None,
+    timeout_s: Positive = _SB.timeout_s,
+    cpu_s: Count | None = None,
+    memory_mb: Count = _SB.memory_mb,
+    max_open_files: Count = _SB.max_open_files,
+    max_file_mb: Count = _SB.max_file_mb,
+    max_procs: Count = _SB.max_procs,
+    max_output_bytes: Count = _SB.max_output_bytes,
+    max_result_bytes: Count = _SB.max_result_bytes,
+    width_px: Count = _SB.width_px,
+    height_px: Count = _SB.height_px,
+    dpi: Count = _SB.dpi,
+    workers: Count = _SB.workers,
+    isolation: Literal["auto", "strict", "minimal"] = _SB.isolation,
+    namespaces: bool = _SB.namespaces,
+    seccomp: bool = _SB.seccomp,
+    landlock: bool = _SB.landlock,
+    drop_user: bool = _SB.drop_user,
+    uid_base: Count = _SB.uid_base,
+    extra_ro_paths: list[str] | tuple[str, ...] = (),
+    **columns: Any,
 ) -> Scores:
     """Score each completion's chart against its reference (see the module doc); never raises on output.
 
-    ``params`` may set any :class:`~rewards.sandbox.SandboxConfig` field (``timeout_s``, ``memory_mb``,
-    ``workers``, ``isolation``, ...); other keys (dataset columns) are ignored. Without
-    ``batch_timeout_s`` the call waits at most about ceil(renders / workers) x (timeout_s + 3 s); with it,
-    renders unfinished after ``batch_timeout_s`` seconds score 0 as ``fail/deadline`` (queued ones are
-    cancelled) and the call returns.
+    The parameters from ``timeout_s`` on are the :class:`~rewards.sandbox.SandboxConfig` fields
+    (``cpu_s`` defaults to ``ceil(timeout_s)``). Without ``batch_timeout_s`` the call waits at most
+    about ceil(renders / workers) x (timeout_s + 3 s); with it, renders unfinished after
+    ``batch_timeout_s`` seconds score 0 as ``fail/deadline`` (queued ones are cancelled) and the call
+    returns.
     """
+    args = locals()
+    check_arguments(chart_render, args)
+    cfg = sandbox_config({k: v for k, v in args.items() if v is not None})
     from rewards.chart.scoring import element_score, load_rgb, visual_score
 
-    if code_block not in CODE_BLOCK_MODES:
-        raise ValueError(f"chart_render: code_block must be one of {CODE_BLOCK_MODES}, got {code_block!r}")
-    if element_weight < 0 or visual_weight < 0 or element_weight + visual_weight <= 0:
-        raise ValueError("chart_render: element_weight and visual_weight must be >= 0 with a positive sum")
-    cfg = sandbox_config(params)
     n = len(completions)
     sols = solutions({"solution": solution}, n)
     tasks = column({"task": task}, "task", n)
@@ -283,3 +336,6 @@ def chart_render(
     if n_done := len(cand_futures) - sum(f in late for f in cand_futures.values()):
         out.metrics["render_s_mean"] = render_s / n_done
     return out
+
+
+chart_render.check_params = _check_params  # type: ignore[attr-defined]

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from rewards.columns import completion_text, resolve_device, solutions
+from rewards.params import Range
 from rewards.parsing import extract_answer, loads_json
 from rewards.result import MetricCounter, Scores
 
@@ -60,12 +61,18 @@ def parse_point(answer: str | None) -> tuple[float, float] | None:
         or not isinstance(y, (int, float))
     ):
         return None
-    x, y = float(x), float(y)
+    try:
+        x, y = float(x), float(y)
+    except OverflowError:  # a JSON integer past 1e308
+        return None
     return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
 def point_in_box(
-    completions: list, falloff: float = 0.0, device: str | torch.device | None = None, **columns: Any
+    completions: list,
+    falloff: Annotated[float, Range(0)] = 0.0,  # checked at config load: `falloff: -1` is an error
+    device: str | torch.device | None = None,
+    **columns: Any,
 ) -> Scores:
     """Point in box: 1.0 when the answered point lies in ``solution["box"]`` (optional distance falloff)."""
     n = len(completions)

@@ -289,10 +289,10 @@ def run_battery(
     nice_before = os.getpriority(os.PRIO_PROCESS, 0)
     prlimit = getattr(resource, "prlimit", None)  # Linux only
     limits_before = (
-        {w.proc.pid: prlimit(w.proc.pid, resource.RLIMIT_NOFILE) for w in pool._all} if prlimit else {}
+        {w.proc.pid: prlimit(w.proc.pid, resource.RLIMIT_NOFILE) for w in pool.workers()} if prlimit else {}
     )
     tmp_before = set(os.listdir("/tmp"))
-    worker_pids = {w.proc.pid for w in pool._all}
+    worker_pids = {w.proc.pid for w in pool.workers()}
     try:
         futures = [pool.submit(code) for _, _, code in runnable]
         results: list[RenderResult] = [f.result() for f in futures]
@@ -302,7 +302,7 @@ def run_battery(
         if not had_secret:
             os.environ.pop(SECRET_ENV, None)
     time.sleep(0.2)
-    stray = _stray_processes(worker_pids | {w.proc.pid for w in pool._all})
+    stray = _stray_processes(worker_pids | {w.proc.pid for w in pool.workers()})
     connections = 0
     while True:
         try:

@@ -149,74 +149,135 @@ def _decode(status: dict, payload: bytearray, cfg: SandboxConfig) -> RenderResul
     return RenderResult(False, reason, detail=str(header.get("detail", ""))[:300], isolation=layers, **common)
 
 
+class _Slot:
+    """One of the pool's ``workers`` places: its worker, or None while a replacement has failed to start.
+
+    Slots, not workers, circulate through the free queue, so a worker that dies and cannot be replaced
+    never takes its place with it: the next job on the slot tries to start a worker again.
+    """
+
+    __slots__ = ("index", "worker")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.worker: _Worker | None = None
+
+
 class SandboxPool:
-    """``workers`` warm sandbox workers; :meth:`submit` / :meth:`map` render code in parallel."""
+    """``workers`` warm sandbox workers; :meth:`submit` / :meth:`map` render code in parallel.
+
+    The pool never loses a slot: a job takes a slot from the free queue and always puts it back. A worker
+    that fails is killed and replaced; when the replacement cannot even be started (no memory, no file
+    descriptors), the job fails as ``sandbox`` and the next job on that slot tries again.
+    """
 
     def __init__(self, cfg: SandboxConfig | None = None):
         self.cfg = cfg or SandboxConfig()
         self._home = tempfile.mkdtemp(prefix="mmrft-sandbox-pool-")
         os.chmod(self._home, 0o711)  # a render's uid may traverse to its scratch dir, not list the pool's
         _seed_font_cache(os.path.join(self._home, "mpl"))
-        self._free: queue.Queue[_Worker] = queue.Queue()
-        self._all: list[_Worker] = []
+        self._free: queue.Queue[_Slot] = queue.Queue()
+        self._slots = [_Slot(i) for i in range(self.cfg.workers)]
         self._lock = threading.Lock()
         self._ids = 0
         self._closed = False
-        for slot in range(self.cfg.workers):
-            self._spawn(slot)
+        self.replaced = 0  # workers killed and replaced after a failure
+        self.start_failures = 0  # replacements that could not be started (their slot stayed empty)
+        try:
+            for slot in self._slots:
+                self._start(slot)
+        except Exception:
+            self.close()
+            raise
+        for slot in self._slots:
+            self._free.put(slot)
         self._executor = ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="sandbox")
-        self.replaced = 0
 
-    def _spawn(self, slot: int) -> _Worker:
-        w = _Worker(self.cfg, slot, self._home)
+    def workers(self) -> list[_Worker]:
+        """The live workers, by slot (an empty slot is left out)."""
         with self._lock:
-            self._all.append(w)
-        self._free.put(w)
+            return [s.worker for s in self._slots if s.worker is not None]
+
+    def _start(self, slot: _Slot) -> _Worker:
+        """Start a worker in ``slot`` (raises what ``Popen`` raises; the slot then stays empty)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("sandbox pool is closed")
+            slot.worker = None
+            slot.worker = _Worker(self.cfg, slot.index, self._home)
+            return slot.worker
+
+    def _retire(self, slot: _Slot) -> None:
+        """Kill the slot's worker (unknown state, never reused) and try to start its replacement."""
+        if slot.worker is not None:
+            slot.worker.kill()
+            slot.worker = None
+        with self._lock:
+            self.replaced += 1
+        try:
+            self._start(slot)
+        except Exception:  # noqa: BLE001 - the slot stays empty; the next job on it tries again
+            with self._lock:
+                self.start_failures += 1
+
+    def _ready_worker(self, slot: _Slot) -> _Worker:
+        """The slot's worker, started (if the slot is empty) and past its start-up handshake."""
+        w = slot.worker if slot.worker is not None else self._start(slot)
+        if not w.ready:
+            w.wait_ready()
         return w
 
     def wait_ready(self) -> None:
         """Block until every worker has started (each takes about a second: import, warm-up, probe)."""
         taken = [self._free.get() for _ in range(self.cfg.workers)]
         try:
-            for w in taken:
-                if not w.ready:
-                    w.wait_ready()
+            for slot in taken:
+                self._ready_worker(slot)
         finally:
-            for w in taken:
-                self._free.put(w)
+            for slot in taken:
+                self._free.put(slot)
 
     def isolation(self) -> tuple[list[str], list[str]]:
         """(layers, notes) of a ready worker: what renders get on this machine, and what was given up."""
-        w = self._free.get()
+        slot = self._free.get()
         try:
-            if not w.ready:
-                w.wait_ready()
+            w = self._ready_worker(slot)
             return list(w.layers), list(w.notes)
         finally:
-            self._free.put(w)
+            self._free.put(slot)
 
     def run(self, code: str) -> RenderResult:
-        """Render ``code`` on the next free worker (blocking); never raises on anything the code does."""
+        """Render ``code`` on the next free worker (blocking); never raises on anything the code does,
+        nor when a worker cannot be started (the result is a ``sandbox`` failure)."""
         if self._closed:
             raise RuntimeError("sandbox pool is closed")
-        w = self._free.get()
+        slot = self._free.get()
         t0 = time.monotonic()
+        try:
+            result = self._run_on(slot, code)
+        finally:
+            self._free.put(slot)  # whatever happened, the slot goes back
+        result.total_s = time.monotonic() - t0
+        return result
+
+    def _run_on(self, slot: _Slot, code: str) -> RenderResult:
+        if slot.worker is None:
+            try:
+                self._start(slot)
+            except Exception as e:  # noqa: BLE001 - out of memory, descriptors, processes: a failed job
+                with self._lock:
+                    self.start_failures += 1
+                detail = f"worker {slot.index} could not be started: {type(e).__name__}: {e}"[:300]
+                return RenderResult(False, "sandbox", detail=detail)
+        w = slot.worker
         with self._lock:
             self._ids += 1
             job_id = self._ids
         try:
-            result = w.run(code, job_id)
+            return w.run(code, job_id)
         except Exception as e:  # noqa: BLE001 - a worker in an unknown state is replaced, never reused
-            w.kill()
-            with self._lock:
-                self._all.remove(w)
-                self.replaced += 1
-            self._spawn(w.slot)
-            detail = f"worker replaced: {type(e).__name__}: {e}"[:300]
-            return RenderResult(False, "sandbox", detail=detail, total_s=time.monotonic() - t0)
-        self._free.put(w)
-        result.total_s = time.monotonic() - t0
-        return result
+            self._retire(slot)
+            return RenderResult(False, "sandbox", detail=f"worker replaced: {type(e).__name__}: {e}"[:300])
 
     def submit(self, code: str) -> Future:
         """Queue ``code``; the future resolves to its :class:`RenderResult`."""
@@ -228,12 +289,13 @@ class SandboxPool:
 
     def close(self) -> None:
         """Kill every worker and remove the pool's temporary files."""
-        if self._closed:
-            return
-        self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            workers = list(self._all)
+            if self._closed:
+                return
+            self._closed = True
+            workers = [s.worker for s in self._slots if s.worker is not None]
+        if hasattr(self, "_executor"):
+            self._executor.shutdown(wait=False, cancel_futures=True)
         for w in workers:
             w.kill()
         shutil.rmtree(self._home, ignore_errors=True)

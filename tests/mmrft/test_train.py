@@ -98,11 +98,10 @@ def test_missing_image_names_the_record(tmp_path, shapes_dir, tiny_model_dir):
 
 
 def test_unknown_reward_lists_the_available_ones(tmp_path, shapes_dir, tiny_model_dir):
-    cfg = _cfg(tmp_path, shapes_dir, tiny_model_dir, "rewards=[acuracy]")
-    with pytest.raises(
+    with pytest.raises(  # at config load now, before any model is built
         ValueError, match=r"rewards\[0\].name: unknown reward 'acuracy'; available: .*accuracy"
     ):
-        Trainer(cfg)
+        Trainer(_cfg(tmp_path, shapes_dir, tiny_model_dir, "rewards=[acuracy]"))
 
 
 def test_lora_trains_only_the_adapters_and_saves_them(tmp_path, shapes_dir, tiny_model_dir):

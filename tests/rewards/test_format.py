@@ -91,5 +91,5 @@ def test_trl_message_completions_and_metrics():
 
 
 def test_unknown_structure_is_a_one_line_error():
-    with pytest.raises(ValueError, match="structure must be one of"):
+    with pytest.raises(ValueError, match="format.structure: .xml. is not allowed; choose from think_answer"):
         fmt(["x"], structure="xml")

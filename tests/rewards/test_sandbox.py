@@ -7,6 +7,8 @@ import os
 import platform
 import signal
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from PIL import Image
 
 from rewards.sandbox import SandboxConfig, SandboxPool, frames, linux, seccomp
+from rewards.sandbox import pool as pool_module
 from rewards.sandbox.battery import layer_tags
 from rewards.sandbox.isolation import Plan
 from rewards.sandbox.pool import MARGIN_S
@@ -170,7 +173,7 @@ def test_a_stuck_worker_is_killed_and_replaced_within_timeout_plus_margin():
     cfg = SandboxConfig(workers=1, timeout_s=1.0, cpu_s=1, memory_mb=512, width_px=80, height_px=60, dpi=20)
     with SandboxPool(cfg) as p:
         assert p.run(BAR).ok
-        worker = p._all[0]
+        worker = p.workers()[0]
         os.kill(worker.proc.pid, signal.SIGSTOP)  # a worker that stops answering (and reading)
         t0 = time.monotonic()
         r = p.run(BAR + "#" * 300_000)  # more than a pipe holds: sending must not block either
@@ -181,13 +184,50 @@ def test_a_stuck_worker_is_killed_and_replaced_within_timeout_plus_margin():
         assert p.run(BAR).ok  # the replacement serves the next job
 
 
+class _DiesAtStart(pool_module._Worker):
+    """A replacement that starts as a process but exits before its start-up handshake."""
+
+    def __init__(self, cfg, slot, home):
+        self.cfg, self.slot, self.layers, self.notes, self.ready = cfg, slot, [], [], False
+        self.proc = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+
+def _cannot_start(cfg, slot, home):
+    raise OSError(24, "Too many open files")
+
+
+@pytest.mark.parametrize("broken", [_cannot_start, _DiesAtStart], ids=["popen_fails", "dies_at_start"])
+def test_a_replacement_that_fails_to_start_never_loses_the_slot(monkeypatch, broken):
+    cfg = SandboxConfig(workers=1, timeout_s=2.0, cpu_s=2, memory_mb=512, width_px=80, height_px=60, dpi=20)
+    with SandboxPool(cfg) as p:
+        assert p.run(BAR).ok
+        monkeypatch.setattr(pool_module, "_Worker", broken)  # from now on no worker can start
+        os.killpg(p.workers()[0].proc.pid, signal.SIGKILL)  # the only worker dies
+        # each job fails as a sandbox failure and returns; none blocks on the free queue (one slot)
+        results = [p.submit(BAR).result(timeout=30) for _ in range(3)]
+        assert [r.reason for r in results] == ["sandbox"] * 3, [r.detail for r in results]
+        assert "worker replaced" in results[0].detail
+        if broken is _cannot_start:
+            assert "could not be started: OSError" in results[1].detail and p.workers() == []
+            assert p.start_failures == 3  # the replacement, then one start per later job
+        monkeypatch.undo()  # workers can start again: the same slot gets one and renders
+        r = p.submit(BAR).result(timeout=60)
+        if broken is _DiesAtStart:  # the slot still holds the last broken start: one more failure
+            assert r.reason == "sandbox"
+            r = p.submit(BAR).result(timeout=60)
+        assert r.ok, r.detail
+        assert len(p.workers()) == 1
+
+
 def _orphans(root_pid: int) -> list[int]:
-    """Sandbox processes (forks of a worker) whose ancestry no longer reaches ``root_pid``."""
+    """Sandbox processes of this checkout (forks of a worker) whose ancestry no longer reaches ``root_pid``."""
     out = []
     for d in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if b"rewards.sandbox.worker" not in open(f"/proc/{d}/cmdline", "rb").read():
-                continue
+            cmdline = open(f"/proc/{d}/cmdline", "rb").read()
+            if b"rewards.sandbox.worker" not in cmdline or pool_module._PKG_ROOT.encode() not in cmdline:
+                continue  # not a sandbox process, or one of another checkout's pools on this machine
             pid, chain = int(d), []
             while pid not in (0, 1, root_pid) and len(chain) < 8:
                 chain.append(pid)
@@ -202,18 +242,20 @@ def _orphans(root_pid: int) -> list[int]:
 @linux_only
 def test_killing_a_worker_mid_render_kills_its_render():
     cfg = SandboxConfig(workers=1, timeout_s=30.0, cpu_s=30, memory_mb=512, width_px=80, height_px=60, dpi=20)
+    # sandbox processes of other pools on this machine (another test run, a demo) are not ours
+    foreign = set(_orphans(os.getpid()))
     with SandboxPool(cfg) as p:
         p.isolation()
-        worker = p._all[0]
+        worker = p.workers()[0]
         fut = p.submit("import time\ntime.sleep(600)")
         time.sleep(1.0)  # the render is sleeping inside the sandbox now
         os.kill(worker.proc.pid, signal.SIGKILL)
         r = fut.result(timeout=10)
         assert r.reason == "sandbox"
         deadline = time.monotonic() + 3
-        while _orphans(os.getpid()) and time.monotonic() < deadline:
+        while set(_orphans(os.getpid())) - foreign and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _orphans(os.getpid()) == []
+        assert set(_orphans(os.getpid())) - foreign == set()
 
 
 @linux_only
