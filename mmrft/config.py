@@ -364,7 +364,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config field {where}{unknown[0]}; allowed: {', '.join(fields)}")
+        key = unknown[0]
+        shown = key if isinstance(key, str) and key.isprintable() and key.strip() == key != "" else repr(key)
+        raise ConfigError(f"unknown config field {where}{shown}; allowed: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
