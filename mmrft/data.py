@@ -18,6 +18,7 @@ from data_pipelines.dataset import JsonlDataset
 from data_pipelines.sample import Sample
 from data_pipelines.vision import VisionSpec
 from mmrft.checkpoint.files import recover_dir, replace_dir, tmp_dir_for
+from mmrft.config import ConfigError
 
 
 @dataclass
@@ -79,7 +80,7 @@ def build_datasets(cfg, files: dict[str, Path | None]) -> Datasets:
     train = load(files["train"])
     assert train is not None
     if len(train) == 0:
-        raise ValueError(f"data.train_file={str(files['train'])!r}: no usable records")
+        raise ConfigError(f"data.train_file={str(files['train'])!r}: no usable records")
     return Datasets(train, load(files.get("eval")), load(files.get("sft")) if files.get("sft") else None)
 
 

@@ -13,10 +13,13 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from mmrft.config import ConfigError
 
 
 @dataclass
@@ -34,20 +37,23 @@ class DistInfo:
         return self.rank == 0
 
 
-def init(strategy: str = "auto", backend: str = "auto", device: str = "auto") -> DistInfo:
-    """Initialise the process group when launched by torchrun with more than one process."""
+def init(
+    strategy: str = "auto", backend: str = "auto", device: str = "auto", timeout_s: float = 1800.0
+) -> DistInfo:
+    """Initialise the process group when launched by torchrun with more than one process; every collective
+    of the group times out after ``timeout_s`` seconds (``distributed.timeout_s``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available; use auto or cpu")
+        raise ConfigError("train.device=cuda but no CUDA device is available; use auto or cpu")
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         be = backend if backend != "auto" else ("nccl" if use_cuda else "gloo")
-        dist.init_process_group(backend=be)
+        dist.init_process_group(backend=be, timeout=timedelta(seconds=timeout_s))
     resolved = strategy
     if strategy == "auto":
         resolved = "fsdp" if world > 1 else "none"
@@ -232,6 +238,7 @@ def _single_process_quiet():
 def my_share(items: list, info: DistInfo) -> list:
     """This rank's share of a list (every W-th item from its rank), for work split over ranks."""
     return items[info.rank :: info.world_size]
+
 
 def full_parameters(module: torch.nn.Module):
     """Yield (name, full tensor) for each parameter of ``module``, one at a time, detached.

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from data_pipelines.sample import Sample
+from mmrft.config import ConfigError
 from mmrft.models.cache import DecodeCache
 from mmrft.models.forward import (
     PromptBatch,
@@ -129,7 +130,7 @@ def encode_prompts(
     lengths = enc["attention_mask"].sum(-1).tolist()
     for s, n in zip(samples, lengths):
         if n > max_prompt_length:
-            raise ValueError(
+            raise ConfigError(
                 f"record {s.id!r}: prompt is {n} tokens with its vision tokens, over "
                 f"rollout.max_prompt_length={max_prompt_length}; raise it or lower data.max_pixels "
                 "(prompts are never truncated inside vision tokens)"

@@ -1,8 +1,11 @@
 """Run outputs: metrics.jsonl, TensorBoard events, samples.jsonl, a progress bar and the reward plot.
 
 Only rank 0 writes. The JSONL logs are append-only; a resumed run first cuts them back to the rows its
-checkpoint recorded, and every reader skips a torn last line. Every metric name is documented in ``METRIC_DOCS`` (shown in the README) so that a
-flat reward or a zero loss can be read, not guessed.
+checkpoint recorded, and every reader skips a torn last line. Every metric name is documented in
+``METRIC_DOCS`` (shown in the README) so that a flat reward or a zero loss can be read, not guessed. A
+non-finite metric is written to metrics.jsonl as the string ``"nan"``, ``"inf"`` or ``"-inf"`` (JSON has
+no such numbers; ``null`` would read as missing data); ``read_metrics`` turns them back into floats.
+TensorBoard gets the float itself.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ METRIC_DOCS = {
     "grad_norm": "gradient norm before clipping",
     "lr": "learning rate",
     "step_time": "seconds per optimiser step",
+    "skipped_steps": "updates skipped so far for a non-finite loss or gradient norm (the guard)",
 }
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 class LogPosition(NamedTuple):
@@ -130,7 +135,8 @@ class Tracker:
     def _tb_add(self, step: int, stage: str, metrics: dict[str, Any]) -> None:
         assert self._tb is not None
         for k, v in metrics.items():
-            if k not in ("step", "stage") and isinstance(v, (int, float)) and math.isfinite(v):
+            v = metric_value(v)  # rows read back from metrics.jsonl hold "nan" / "inf" as strings
+            if k not in ("step", "stage") and isinstance(v, (int, float)) and not isinstance(v, bool):
                 self._tb.add_scalar(f"{stage}/{k}", v, self.tb_step(step, stage))
 
     def log(self, step: int, stage: str, metrics: dict[str, float]) -> None:
@@ -190,9 +196,20 @@ class Tracker:
 
 
 def _clean(v: Any) -> Any:
+    """A metric value as JSON: non-finite floats become "nan", "inf" or "-inf"."""
     if isinstance(v, float) and not math.isfinite(v):
-        return None
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     return v
+
+
+def metric_value(v: Any) -> Any:
+    """A value read from metrics.jsonl: "nan" / "inf" / "-inf" back to floats, anything else as is."""
+    return NON_FINITE.get(v, v) if isinstance(v, str) else v
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The complete rows of a metrics.jsonl (a torn last line left out), non-finite values as floats."""
+    return [{k: v if k == "stage" else metric_value(v) for k, v in r.items()} for r in read_jsonl(Path(path))]
 
 
 def _is_number(v: Any) -> bool:
@@ -206,7 +223,7 @@ def plot_rewards(run_dir: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir / "metrics.jsonl")
 
     def points(key: str, stage: str | None) -> list[tuple[float, float]]:
         return [

@@ -17,15 +17,18 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from mmrft import checkpoint, distributed
-from mmrft.config import Config, to_dict
+from mmrft import checkpoint, distributed, guard
+from mmrft.config import Config, ConfigError, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
 from mmrft.evaluation import evaluate
 from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
@@ -34,6 +37,7 @@ from mmrft.models.loading import load_model
 from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
 from mmrft.scoring import RewardStack
 from mmrft.tracking import LogPosition, Tracker, plot_rewards
+from mmrft.watchdog import Watchdog, collective_limit
 
 
 def seed_everything(seed: int) -> None:
@@ -123,18 +127,27 @@ def _prepare_inputs(cfg: Config, run_dir: Path, info: distributed.DistInfo) -> t
 class Trainer:
     """Holds what a step needs; ``run()`` is the loop."""
 
+    watchdog: Watchdog | None = None  # set while run() runs
+    _where = ""  # "grpo step 3": what the run is doing, for error messages
+    _batch_ids: list[str] = []  # record ids of the current step's batch on this rank
+    _last_bad = (math.nan, math.nan)  # (loss, grad_norm) of the last skipped update
+
     def __init__(self, cfg: Config, resume: bool = False, resume_force: bool = False):
         """``resume``: continue from the newest checkpoint that verifies (an error when there is none);
         ``resume_force``: resume even though fields that change training differ from the checkpoint's
         config (implies ``resume``). See docs/resuming.md."""
         self.cfg = cfg
         self.t0 = time.time()
-        self.info = distributed.init(cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device)
+        self.info = distributed.init(
+            cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device, cfg.distributed.timeout_s
+        )
         self.run_dir = Path(cfg.train.output_dir)
         for field, value in (("train.prompts_per_step", cfg.train.prompts_per_step),
                              ("sft.batch_size", cfg.sft.batch_size)):  # fmt: skip
             if value % self.info.world_size:
-                raise ValueError(f"{field}={value} must be divisible by the {self.info.world_size} processes")
+                raise ConfigError(
+                    f"{field}={value} must be divisible by the {self.info.world_size} processes"
+                )
         self.total_steps = cfg.sft.steps + cfg.grpo.steps
         start = checkpoint.open_run(
             self.run_dir, to_dict(cfg), self.info, resume=resume or resume_force, force=resume_force,
@@ -192,28 +205,81 @@ class Trainer:
     def _micro_chunks(self, n_prompts: int, per_chunk: int) -> list[list[int]]:
         return [list(range(i, min(i + per_chunk, n_prompts))) for i in range(0, n_prompts, per_chunk)]
 
+    def _phase(self, name: str | None, where: str = "") -> None:
+        """Tell the watchdog which phase the run is in (generation, reward, update, eval; None: none);
+        its limit is ``watchdog.<name>_s``."""
+        if self.watchdog is not None:
+            limit = getattr(self.cfg.watchdog, f"{name}_s") if name else 0.0
+            self.watchdog.phase(name, where or self._where, limit, f"watchdog.{name}_s")
+
+    def _collective(self, what: str):
+        """Bound an explicit collective by ``watchdog.collective_s`` (and name a backend timeout)."""
+        return collective_limit(
+            what, self.cfg.watchdog.collective_s, self.cfg.distributed.timeout_s, self._where, self.info.rank
+        )
+
     def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
         keys = sorted(metrics)
         local = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.info.device)
-        return dict(zip(keys, distributed.all_reduce_sum(local).tolist()))
+        with self._collective("the sum of step metrics"):
+            return dict(zip(keys, distributed.all_reduce_sum(local).tolist()))
 
-    def _optimizer_step(self) -> dict[str, float]:
+    def _optimizer_step(self, loss: float) -> dict[str, float]:
+        """Clip and apply the accumulated gradients, unless ``loss`` (global) or the gradient norm is not
+        finite: then the update is skipped (gradients dropped, weights untouched) and counted (``guard``)."""
         distributed.reduce_gradients(self.policy, self.info)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         if self.cfg.train.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)
         else:
             norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
+        if guard.record_update(self.state, loss, norm):
+            self.optimizer.step()
+            with self._collective("the weight check"):
+                finite = distributed.all_true(guard.local_weights_finite(params), self.info)
+            if not finite:
+                raise guard.poisoned_weights_error(self._where, loss, norm, self.run_dir)
+        else:
+            self._last_bad = (loss, norm)
+            if self.info.is_main:
+                warning = guard.skipped_warning(
+                    self.state, self._where, loss, norm, self.cfg.train.max_bad_steps
+                )
+                tqdm.write(warning, file=sys.stderr)  # above the progress bar, not inside its line
+        with warnings.catch_warnings():  # a skipped first update is no misuse: the lr follows the step index
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"grad_norm": float(norm), "lr": lr}
+        return {"grad_norm": norm, "lr": lr, "skipped_steps": float(self.state.get("skipped_steps", 0))}
+
+    def _stop_if_diverged(self, step: int, stage: str) -> None:
+        """More than ``train.max_bad_steps`` updates in a row skipped: save the last good state (the
+        skipped updates changed nothing, and every applied one left finite weights) and stop."""
+        if not guard.diverged(self.state, self.cfg.train.max_bad_steps):
+            return
+        with self._collective("the gather of batch ids"):
+            ids = [i for part in distributed.gather_objects(list(self._batch_ids)) for i in part]
+        error = guard.diverged_error(
+            self.state,
+            self._last_bad,
+            self.cfg.train.max_bad_steps,
+            stage,
+            self._where,
+            ids,
+            self.run_dir / "checkpoints",
+            step + 1,
+        )
+        self.state["bad_in_a_row"] = 0  # a run resumed from here starts a fresh count
+        self._phase(None)
+        self.save(step + 1)
+        raise error
 
     # ---- one SFT step ----------------------------------------------------------------------------
     def sft_step(self, step: int) -> dict[str, float]:
         cfg, info = self.cfg, self.info
+        self._phase("update")
         ds = self.data.sft or self.data.train
         n = len(ds)
         if self.data.sft is None and cfg.data.train_file is None:
@@ -222,22 +288,25 @@ class Trainer:
             step, cfg.sft.batch_size, n, cfg.train.seed + 1, info.rank, info.world_size, cfg.data.shuffle
         )
         samples = [ds[i] for i in idx]
+        self._batch_ids = [s.id for s in samples]
         pb = encode_prompts(self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device)
         texts = [sft_target(s, cfg.data.synthetic.prompt_style) for s in samples]
         ids, mask = encode_targets(self.processor.tokenizer, texts, info.device)
-        total_tokens = distributed.all_reduce_sum(mask.sum().float())
+        with self._collective("the SFT token count"):
+            total_tokens = distributed.all_reduce_sum(mask.sum().float())
         feats = encode_vision(self.policy, pb)
         s2p = torch.arange(len(samples), device=info.device)
         lp = completion_logprobs(self.policy, pb, feats, s2p, ids, mask)
         out = sft_loss(lp, mask, total_tokens=total_tokens)
         (out.loss * distributed.loss_scale(info)).backward()
         metrics = self._sum_over_ranks({"loss": float(out.loss.detach()), "tokens": float(mask.sum())})
-        return {**metrics, **self._optimizer_step()}
+        return {**metrics, **self._optimizer_step(metrics["loss"])}
 
     # ---- one GRPO step ---------------------------------------------------------------------------
     def grpo_step(self, step: int, grpo_step: int) -> tuple[dict[str, float], list[dict]]:
         cfg, info = self.cfg, self.info
         G, mu = cfg.rollout.group_size, cfg.grpo.num_iterations
+        self._phase("generation")
         idx, positions = step_indices(
             grpo_step,
             cfg.train.prompts_per_step,
@@ -248,6 +317,7 @@ class Trainer:
             cfg.data.shuffle,
         )
         samples = [self.data.train[i] for i in idx]
+        self._batch_ids = [s.id for s in samples]
         pb = encode_prompts(self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device)
         sampling = SamplingParams(
             cfg.rollout.max_completion_length, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k
@@ -264,11 +334,14 @@ class Trainer:
         )
         self.policy.train()
         seq_samples = [samples[b] for b in ro.seq_to_prompt.tolist()]
+        self._phase("reward")
         scored = self.rewards(ro.texts, seq_samples)
+        self._phase("update")
 
         # advantages over the GLOBAL batch (identical to one process holding every prompt)
         N = len(ro.texts)
-        rewards_all = distributed.all_gather_tensor(scored.total.to(info.device)).cpu()  # [W*N]
+        with self._collective("the all-gather of rewards"):
+            rewards_all = distributed.all_gather_tensor(scored.total.to(info.device)).cpu()  # [W*N]
         advantages = group_advantages(rewards_all, G, cfg.grpo.scale_rewards)[
             info.rank * N : (info.rank + 1) * N
         ]
@@ -279,8 +352,9 @@ class Trainer:
             keep = ~zero_std.repeat_interleave(G)
             mask = mask * keep.to(mask.device)[:, None]
         # clamped: when dynamic sampling drops every group the loss is 0, not 0/0
-        total_tokens = distributed.all_reduce_sum(mask.sum()).clamp(min=1.0)
-        total_seqs = distributed.all_reduce_sum(keep.sum().float().to(info.device)).clamp(min=1.0)
+        with self._collective("the token and sequence counts"):
+            total_tokens = distributed.all_reduce_sum(mask.sum()).clamp(min=1.0)
+            total_seqs = distributed.all_reduce_sum(keep.sum().float().to(info.device)).clamp(min=1.0)
         advantages = advantages.to(info.device)
         temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         chunks = self._micro_chunks(pb.size, cfg.train.micro_batch_size // G)
@@ -332,7 +406,7 @@ class Trainer:
                         acc[m] = acc.get(m, 0.0) + w * v
             metrics = {"loss": loss_sum, **acc}
             metrics = self._sum_over_ranks(metrics)  # each rank holds its share of the global loss
-            metrics.update(self._optimizer_step())
+            metrics.update(self._optimizer_step(metrics["loss"]))
 
         groups = rewards_all.view(-1, G)
         metrics.update(scored.metrics)
@@ -416,7 +490,20 @@ class Trainer:
         )  # fmt: skip
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to the end (or stop after global step ``stop_after``, as a crash would); return the summary."""
+        """Train to the end (or stop after global step ``stop_after``, as a crash would); return the summary.
+
+        A watchdog bounds each phase meanwhile (``watchdog.*``; stacks go to ``<output_dir>/stacks``)."""
+        self.watchdog = Watchdog(self.run_dir / "stacks", self.info.rank, self.cfg.watchdog.grace_s)
+        try:
+            with self.watchdog:
+                return self._loop(stop_after)
+        except BaseException:
+            self.tracker.close()  # flush the logs and end the progress bar's line before the error
+            raise
+        finally:
+            self.watchdog = None
+
+    def _loop(self, stop_after: int | None) -> dict[str, Any]:
         cfg = self.cfg
         save_every = cfg.train.save_every
         for step in range(self.state["step"], self.total_steps):
@@ -425,28 +512,35 @@ class Trainer:
                 self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, stage)
                 self.state["optimizer_stage"] = stage
             if stage == "grpo" and "eval_before" not in self.state:
+                self._phase("eval", "the evaluation before GRPO")
                 self.state["eval_before"] = self.evaluate()
+                self._phase(None)
                 self.tracker.log(step - cfg.sft.steps, "grpo", _eval_metrics(self.state["eval_before"]))
             t = time.time()
+            log_step = step if stage == "sft" else step - cfg.sft.steps
+            self._where = f"{stage} step {log_step}"
             if stage == "sft":
                 metrics, rows = self.sft_step(step), []
-                log_step = step
             else:
-                log_step = step - cfg.sft.steps
                 metrics, rows = self.grpo_step(step, log_step)
+            self._phase(None)
             metrics["step_time"] = time.time() - t
             if (step + 1) % max(1, cfg.train.log_every) == 0 or step + 1 == self.total_steps:
                 self.tracker.log(log_step, stage, metrics)
             self.tracker.samples(log_step, rows)
             self.tracker.advance()
             self.state["step"] = step + 1
+            self._stop_if_diverged(step, stage)
             if (
                 stage == "grpo"
                 and cfg.train.eval_every
                 and (log_step + 1) % cfg.train.eval_every == 0
                 and step + 1 < self.total_steps
             ):
-                self.tracker.log(log_step + 1, "grpo", _eval_metrics(self.evaluate()))
+                self._phase("eval", f"the evaluation after grpo step {log_step}")
+                ev = self.evaluate()
+                self._phase(None)
+                self.tracker.log(log_step + 1, "grpo", _eval_metrics(ev))
             if save_every and (step + 1) % save_every == 0 and step + 1 < self.total_steps:
                 self.save(step + 1)
             if stop_after is not None and step + 1 >= stop_after:
@@ -455,13 +549,16 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         cfg = self.cfg
+        self._phase("eval", "the final evaluation")
         if "eval_before" not in self.state:
             self.state["eval_before"] = self.evaluate()
         if "eval_after" not in self.state:  # a run resumed from its final checkpoint has it already
             eval_after = self.evaluate()
+            self._phase(None)
             self.tracker.log(cfg.grpo.steps, "grpo", _eval_metrics(eval_after))
             self.state["eval_after"] = eval_after
             self.save(self.total_steps)
+        self._phase(None)
         eval_after = self.state["eval_after"]
         self._export()
         summary = {

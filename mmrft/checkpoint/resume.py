@@ -23,6 +23,7 @@ from mmrft import distributed
 from mmrft.checkpoint import manifest
 from mmrft.checkpoint.files import fsync_dir, write_text_atomic
 from mmrft.checkpoint.store import step_dirs
+from mmrft.errors import UserError
 
 # field -> why it is safe to change when resuming (documented in docs/resuming.md)
 SAFE_TO_CHANGE = {
@@ -40,11 +41,21 @@ SAFE_TO_CHANGE = {
     "train.progress_bar": "display only",
     "distributed.strategy": "how the run is laid out on processes (checkpoints load on any world size)",
     "distributed.backend": "the collective library",
+    "distributed.timeout_s": "how long a collective may wait (a time limit, not the training)",
+    "train.max_bad_steps": "when the non-finite guard stops a diverging run (skipped updates change nothing)",
+    "watchdog.generation_s": "a time limit",
+    "watchdog.reward_s": "a time limit",
+    "watchdog.update_s": "a time limit",
+    "watchdog.collective_s": "a time limit",
+    "watchdog.eval_s": "a time limit",
+    "watchdog.grace_s": "a time limit",
 }
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """Why a run cannot be resumed, in one line naming the folder, file or config field."""
+
+    label = "resume error"
 
 
 def say(message: str) -> None:

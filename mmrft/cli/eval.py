@@ -105,8 +105,16 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             return _fail(str(e))
 
+    from mmrft.watchdog import Watchdog
+
     try:
-        report, info = run_eval(cfg, predictions=args.predictions, limit=args.limit, config_path=args.config)
+        with Watchdog(
+            None, grace_s=cfg.watchdog.grace_s
+        ) as wd:  # bounds each reward call (rewards[i].timeout_s)
+            wd.phase("eval", "mmrft eval", cfg.watchdog.eval_s, "watchdog.eval_s")
+            report, info = run_eval(
+                cfg, predictions=args.predictions, limit=args.limit, config_path=args.config
+            )
     except (RecordError, ValueError, FileNotFoundError, ImportError) as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     from mmrft import distributed

@@ -44,22 +44,15 @@ def run(args: argparse.Namespace) -> int:
     path = args.config
     if path is None:
         if not DEFAULT_CONFIG.is_file():
-            raise SystemExit("no --config given and the built-in configs/quickstart.yaml is not installed")
+            raise ConfigError("no --config given and the built-in configs/quickstart.yaml is not installed")
         path = DEFAULT_CONFIG
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"train.output_dir={args.output_dir}")
-    try:
-        cfg = load_config(path, overrides)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
-    from mmrft.checkpoint import ResumeError
+    cfg = load_config(path, overrides)  # a ConfigError is printed as one line by mmrft.cli.main
     from mmrft.trainer import train
 
-    try:
-        summary = train(cfg, resume=args.resume, resume_force=args.resume_force)
-    except ResumeError as e:
-        raise SystemExit(f"resume error: {e}") from None
+    summary = train(cfg, resume=args.resume, resume_force=args.resume_force)
     if "eval_after" in summary:
         b, a = summary["eval_before"].get("reward"), summary["eval_after"].get("reward")
         print(

@@ -178,7 +178,9 @@ def run_eval(
     from data_pipelines.dataset import JsonlDataset
     from mmrft.data import vision_spec
 
-    info = distributed.init(cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device)
+    info = distributed.init(
+        cfg.distributed.strategy, cfg.distributed.backend, cfg.train.device, cfg.distributed.timeout_s
+    )
     # every record is scored: bad ones are counted and reported, not fatal
     dataset = JsonlDataset(cfg.data.eval_file, vision=vision_spec(cfg), on_bad_record="skip")
     stack = RewardStack(cfg.rewards, info.device)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from mmrft.config import ConfigError
+
 SUPPORTED_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 
 
@@ -38,7 +40,7 @@ def pick_attention(requested: str, device: torch.device) -> str:
     if requested == "auto":
         return "flash_attention_2" if (device.type == "cuda" and has_fa) else "sdpa"
     if requested == "flash_attention_2" and not (device.type == "cuda" and has_fa):
-        raise ValueError(
+        raise ConfigError(
             "model.attn_implementation=flash_attention_2 needs CUDA and flash-attn "
             "(pip install 'mmrft[gpu]'); use 'auto' or 'sdpa'"
         )
@@ -85,7 +87,7 @@ def check_checkpoint(path: str | Path) -> str:
         )
     model_type = json.loads(cfg.read_text()).get("model_type", "")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
+        raise ConfigError(
             f"model.path={str(path)!r}: model_type {model_type!r} is not supported "
             f"(expected one of {', '.join(SUPPORTED_MODEL_TYPES)})"
         )

@@ -42,7 +42,7 @@ def test_int_is_accepted_for_float_and_converted():
         ("rollout.group_size=1", "rollout.group_size: must be >= 2"),
         ("nonsense", "expected key=value"),
         ("data.video_max_frames=2", "data.video_min_frames=4 and data.video_max_frames=2: need 2 <="),
-        ("data.min_pixels=0", "data.min_pixels=0 must be > 0"),
+        ("data.min_pixels=0", "data.min_pixels: must be > 0, got 0"),
     ],
 )
 def test_bad_values_name_the_field(override, message):
