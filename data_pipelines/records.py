@@ -2,7 +2,9 @@
 
 ``check_record`` raises ``RecordError`` with a reason code (what ``skip`` mode counts) and a message
 (what ``strict`` mode prints, prefixed by file, line and record id). Checks that need the image or
-video itself (box inside the image, readable file) happen when the record is loaded.
+video itself (box inside the image, readable file) happen when the record is loaded. What each task
+needs of its ``solution`` is in its spec (``data_pipelines/tasks/``); the checks here are the ones
+every record gets.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ from data_pipelines.errors import RecordError, box_error, check_segment, fail, i
 from data_pipelines.geometry import COORD_SPACES, check_box, is_finite_number
 from data_pipelines.tasks import TASKS, get_task
 
-__all__ = ["TASKS", "RecordError", "check_record", "check_reward_keys", "check_solution"]
+# RecordError and the task registry are re-exported: callers import them from here.
+__all__ = [
+    "TASKS",
+    "RecordError",
+    "check_record",
+    "check_reward_keys",
+    "check_solution",
+    "count_placeholders",
+    "normalise_prompt",
+]
 
 
 def normalise_prompt(prompt: Any, n_images: int, has_video: bool) -> list[dict[str, Any]]:
