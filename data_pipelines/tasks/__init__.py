@@ -2,7 +2,7 @@
 and the registry that maps a record's ``task`` to it; see :mod:`data_pipelines.tasks.base`.
 
 Every module of this package registers its task on import; a new task is one more module like these
-(or a :func:`register_task` call in the user's own code before the data is read).
+(or, from Python, a :func:`register_task` call before the data is read).
 """
 
 import importlib
