@@ -30,6 +30,7 @@ from PIL import Image
 from data_pipelines.geometry import check_box, clip_box, to_model_frame
 from data_pipelines.records import RecordError, check_record
 from data_pipelines.sample import Sample
+from data_pipelines.tasks import get_task
 from data_pipelines.vision import ResizeError, VisionSpec, resize_for_model
 
 ON_BAD_RECORD = ("error", "skip")
@@ -189,10 +190,12 @@ class RecordDataset:
             from data_pipelines.video import load_video
 
             clip = load_video(self.resolve(rec["video"]["path"]), self.vision, rec["video"])
+        spec = get_task(rec["task"])
         solution = dict(rec["solution"])
-        if solution.get("image") is not None and rec["task"] == "chart_to_code":
-            solution["image"] = str(self.resolve(solution["image"]))
-        if rec["task"] == "tracking" and clip is not None:
+        for key in spec.path_keys:
+            if solution.get(key) is not None:
+                solution[key] = str(self.resolve(solution[key]))
+        if spec.per_frame_boxes and clip is not None:
             solution = _boxes_at_sampled_frames(solution, clip.timestamps)
         original = dict(solution)
         if clip is not None:

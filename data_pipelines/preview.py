@@ -1,10 +1,11 @@
 """Contact sheet of records with their ground truth drawn in the model's frame, to check data by eye.
 
-Each cell shows the image exactly as the model sees it (resized), scaled to fit the cell, with boxes
-of ``grounding`` / ``detection`` / ``tracking`` drawn from ``Sample.solution`` (model frame): a box
-that misses its object here misses it for the model too. Video records show a strip of sampled
-frames with their times and the ground-truth segment as a bar under the strip. Under every cell: the
-record id, task and the answer in words.
+Each cell shows the image exactly as the model sees it (resized), scaled to fit the cell, with the
+boxes its task's spec draws (``draw_boxes``; ``per_frame_boxes`` on video frames) taken from
+``Sample.solution`` (model frame): a box that misses its object here misses it for the model too.
+Video records show a strip of sampled frames with their times and the ground-truth segment
+(``draw_segment``) as a bar under the strip. Under every cell: the record id, task and the answer in
+words (the spec's ``caption``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from data_pipelines.dataset import RecordDataset
 from data_pipelines.io import save_image_atomic
 from data_pipelines.sample import Sample
+from data_pipelines.tasks import get_task
 
 BOX_COLORS = ((255, 0, 255), (0, 200, 255), (255, 140, 0), (0, 220, 0), (255, 0, 0))
 CAPTION_LINES = 3
@@ -30,26 +32,6 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         return ImageFont.load_default()
-
-
-def _answer_text(sample: Sample) -> str:
-    sol = sample.solution
-    if sample.task == "classification":
-        return f"label: {sol['label']}"
-    if sample.task == "counting":
-        return f"count: {sol['count']}"
-    if sample.task == "grounding":
-        return "box: [" + ", ".join(f"{v:.0f}" for v in sol["box"]) + "]"
-    if sample.task == "detection":
-        return f"{len(sol['boxes'])} boxes: {', '.join(sorted(set(sol['labels']))) or 'no objects'}"
-    if sample.task == "temporal_grounding":
-        s, e = sol["segment"]
-        return f"segment {s:.1f}-{e:.1f} s of {sample.video.duration:.1f} s" if sample.video else f"{s}-{e} s"
-    if sample.task == "tracking":
-        return f"{sum(b is not None for b in sol['boxes'])} boxes over {len(sol['boxes'])} frames"
-    if sample.task == "chart_to_code":
-        return f"code: {len(sol.get('code', ''))} chars"
-    return ""
 
 
 def _draw_boxes(draw: ImageDraw.ImageDraw, boxes, labels, k: float, dx: int, dy: int, font) -> None:
@@ -88,11 +70,10 @@ def _image_cell(sample: Sample, cell: int, font) -> Image.Image:
     dx, dy = (cell - shown.width) // 2, (cell - shown.height) // 2
     out.paste(shown, (dx, dy))
     draw = ImageDraw.Draw(out)
-    sol = sample.solution
-    if sample.task == "grounding":
-        _draw_boxes(draw, _boxes_in_pixels(sample, [sol["box"]], image.size), None, k, dx, dy, font)
-    elif sample.task == "detection":
-        _draw_boxes(draw, _boxes_in_pixels(sample, sol["boxes"], image.size), sol["labels"], k, dx, dy, font)
+    spec = get_task(sample.task)
+    if spec.draw_boxes is not None:
+        boxes, labels = spec.draw_boxes(sample.solution)
+        _draw_boxes(draw, _boxes_in_pixels(sample, boxes, image.size), labels, k, dx, dy, font)
     if len(sample.images) > 1:
         draw.text((4, 4), f"+{len(sample.images) - 1} images", fill=(255, 0, 0), font=font)
     return out
@@ -102,6 +83,8 @@ def _video_cell(sample: Sample, cell: int, font, strip: int = 8) -> Image.Image:
     clip = sample.video
     out = Image.new("RGB", (cell, cell), (235, 235, 235))
     draw = ImageDraw.Draw(out)
+    spec = get_task(sample.task)
+    segment = spec.draw_segment(sample.solution) if spec.draw_segment is not None else None
     picks = np.linspace(0, len(clip.frames) - 1, min(strip, len(clip.frames))).round().astype(int)
     cols = 4
     tw = cell // cols
@@ -111,11 +94,10 @@ def _video_cell(sample: Sample, cell: int, font, strip: int = 8) -> Image.Image:
         x, y = (n % cols) * tw, (n // cols) * (th + 12)
         out.paste(Image.fromarray(clip.frames[f]).resize((tw, th), Image.Resampling.BILINEAR), (x, y))
         draw.text((x + 2, y + th), f"{clip.timestamps[f]:.1f}s", fill=(0, 0, 0), font=font)
-        if sample.task == "temporal_grounding":
-            s, e = sample.solution["segment"]
-            if s <= clip.timestamps[f] <= e:  # frames inside the ground-truth segment get a red frame
-                draw.rectangle([x, y, x + tw - 1, y + th - 1], outline=(220, 0, 0), width=2)
-        if sample.task == "tracking":
+        if segment is not None and segment[0] <= clip.timestamps[f] <= segment[1]:
+            # frames inside the ground-truth segment get a red frame
+            draw.rectangle([x, y, x + tw - 1, y + th - 1], outline=(220, 0, 0), width=2)
+        if spec.per_frame_boxes:
             box = sample.solution["boxes"][f]
             _draw_boxes(
                 draw,
@@ -126,8 +108,8 @@ def _video_cell(sample: Sample, cell: int, font, strip: int = 8) -> Image.Image:
                 y,
                 font,
             )
-    if sample.task == "temporal_grounding" and clip.duration > 0:
-        s, e = sample.solution["segment"]
+    if segment is not None and clip.duration > 0:
+        s, e = segment
         bar_y = cell - 14
         draw.rectangle([0, bar_y, cell - 1, bar_y + 8], fill=(200, 200, 200))
         draw.rectangle(
@@ -146,7 +128,7 @@ def render_cell(sample: Sample, cell: int = 256, font_size: int = 11) -> Image.I
     tile.paste(body, (0, 0))
     draw = ImageDraw.Draw(tile)
     size = f"{sample.images[0].width}x{sample.images[0].height}" if sample.images else ""
-    for n, text in enumerate((sample.id, f"{sample.task} {size}", _answer_text(sample))):
+    for n, text in enumerate((sample.id, f"{sample.task} {size}", get_task(sample.task).caption(sample))):
         while text and draw.textlength(text, font=font) > cell - 4:
             text = text[:-2]
         draw.text((2, cell + 2 + n * line_h), text, fill=(0, 0, 0), font=font)

@@ -2,50 +2,29 @@
 
 ``check_record`` raises ``RecordError`` with a reason code (what ``skip`` mode counts) and a message
 (what ``strict`` mode prints, prefixed by file, line and record id). Checks that need the image or
-video itself (box inside the image, readable file) happen when the record is loaded.
+video itself (box inside the image, readable file) happen when the record is loaded. What each task
+needs of its ``solution`` is in its spec (``data_pipelines/tasks/``); the checks here are the ones
+every record gets.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from data_pipelines.geometry import BOX_PROBLEMS, COORD_SPACES, check_box, is_finite_number
+from data_pipelines.errors import RecordError, box_error, check_segment, fail, is_number
+from data_pipelines.geometry import COORD_SPACES, check_box, is_finite_number
+from data_pipelines.tasks import TASKS, get_task
 
-# task -> solution keys it needs (at least one group must be complete); DESIGN "Records".
-TASKS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "classification": (("label",),),
-    "counting": (("count",),),
-    "grounding": (("box",),),
-    "detection": (("boxes", "labels"),),
-    "temporal_grounding": (("segment",),),
-    "tracking": (("boxes",),),
-    "chart_to_code": (("code",), ("image",)),
-}
-VIDEO_TASKS = ("temporal_grounding", "tracking")
-
-
-class RecordError(ValueError):
-    """A record that breaks the schema or cannot be loaded.
-
-    reason: short code counted in skip mode (``missing_file``, ``corrupt_image``, ``box_reversed`` ...).
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def _fail(reason: str, message: str) -> None:
-    raise RecordError(reason, message)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _box_error(field: str, box: Any, reason: str) -> None:
-    _fail(reason, f"{field} {box!r} {BOX_PROBLEMS.get(reason, 'is not a valid xyxy box')}")
+# RecordError and the task registry are re-exported: callers import them from here.
+__all__ = [
+    "TASKS",
+    "RecordError",
+    "check_record",
+    "check_reward_keys",
+    "check_solution",
+    "count_placeholders",
+    "normalise_prompt",
+]
 
 
 def normalise_prompt(prompt: Any, n_images: int, has_video: bool) -> list[dict[str, Any]]:
@@ -53,27 +32,27 @@ def normalise_prompt(prompt: Any, n_images: int, has_video: bool) -> list[dict[s
     per image (and one for the video) followed by the text."""
     if isinstance(prompt, str):
         if not prompt.strip():
-            _fail("empty_prompt", "field 'prompt' is an empty string")
+            fail("empty_prompt", "field 'prompt' is an empty string")
         content: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
         if has_video:
             content.append({"type": "video"})
         content.append({"type": "text", "text": prompt})
         return [{"role": "user", "content": content}]
     if not isinstance(prompt, list) or not prompt:
-        _fail(
+        fail(
             "bad_type",
             f"field 'prompt' must be a non-empty list of chat messages, got {type(prompt).__name__}",
         )
     for k, msg in enumerate(prompt):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or "content" not in msg:
-            _fail("bad_type", f"prompt[{k}] must be a dict with 'role' (str) and 'content'")
+            fail("bad_type", f"prompt[{k}] must be a dict with 'role' (str) and 'content'")
         content = msg["content"]
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    _fail("bad_type", f"prompt[{k}].content[{j}] must be a dict with a 'type'")
+                    fail("bad_type", f"prompt[{k}].content[{j}] must be a dict with a 'type'")
         elif not isinstance(content, str):
-            _fail("bad_type", f"prompt[{k}].content must be a string or a list of parts")
+            fail("bad_type", f"prompt[{k}].content must be a string or a list of parts")
     return prompt
 
 
@@ -87,79 +66,16 @@ def count_placeholders(prompt: list[dict[str, Any]], kind: str) -> int:
 
 
 def check_solution(task: str, solution: Any) -> None:
-    """Raise ``RecordError`` unless ``solution`` has the keys and types ``task`` needs."""
+    """Raise ``RecordError`` unless ``solution`` has the keys and types ``task`` needs (its spec's
+    ``solution_keys`` and ``check``), then the checks every reward key gets whatever the task."""
     if not isinstance(solution, dict):
-        _fail("bad_type", f"field 'solution' must be an object, got {type(solution).__name__}")
-    groups = TASKS[task]
+        fail("bad_type", f"field 'solution' must be an object, got {type(solution).__name__}")
+    spec = get_task(task)
+    groups = spec.solution_keys
     if not any(all(solution.get(k) is not None for k in g) for g in groups):
         need = " or ".join("+".join(g) for g in groups)
-        _fail("missing_field", f"task {task!r} needs solution key(s) {need}")
-    if task == "classification":
-        label = solution["label"]
-        if not isinstance(label, str):
-            _fail("bad_type", f"solution.label must be a string, got {type(label).__name__}")
-        if not label.strip():
-            _fail("empty_label", "solution.label is empty")
-        choices = solution.get("choices")
-        if choices is not None:
-            if not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices):
-                _fail("bad_type", "solution.choices must be a list of non-empty strings")
-            if label not in choices:
-                _fail("label_not_in_choices", f"solution.label {label!r} is not one of choices {choices}")
-    elif task == "counting":
-        count = solution["count"]
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            _fail("bad_type", f"solution.count must be a non-negative integer, got {count!r}")
-    elif task == "grounding":
-        reason = check_box(solution["box"], None)
-        if reason:
-            _box_error("solution.box", solution["box"], reason)
-    elif task == "detection":
-        boxes, labels = solution["boxes"], solution["labels"]
-        if not isinstance(boxes, list) or not isinstance(labels, list):
-            _fail("bad_type", "solution.boxes and solution.labels must be lists")
-        if len(boxes) != len(labels):
-            _fail("length_mismatch", f"solution has {len(boxes)} boxes but {len(labels)} labels")
-        for k, (box, label) in enumerate(zip(boxes, labels)):
-            reason = check_box(box, None)
-            if reason:
-                _box_error(f"solution.boxes[{k}]", box, reason)
-            if not isinstance(label, str) or not label.strip():
-                _fail("empty_label", f"solution.labels[{k}] is empty or not a string")
-    elif task == "temporal_grounding":
-        seg = solution["segment"]
-        if not (isinstance(seg, list) and len(seg) == 2 and all(_is_number(v) for v in seg)):
-            _fail("bad_type", f"solution.segment must be [start_s, end_s], got {seg!r}")
-        if not all(is_finite_number(v) for v in seg):
-            _fail("non_finite", f"solution.segment {seg!r} has a NaN or infinite time")
-        if not 0 <= seg[0] < seg[1]:
-            _fail("segment_reversed", f"solution.segment {seg} needs 0 <= start < end")
-        dur = solution.get("duration")
-        if dur is not None and not _is_number(dur):
-            _fail("bad_type", f"solution.duration must be a positive number of seconds, got {dur!r}")
-        if dur is not None and not is_finite_number(dur):
-            _fail("non_finite", f"solution.duration {dur!r} is NaN or infinite")
-        if dur is not None and dur <= 0:
-            _fail("bad_type", f"solution.duration must be a positive number of seconds, got {dur!r}")
-    elif task == "tracking":
-        boxes = solution["boxes"]
-        if not isinstance(boxes, list) or not boxes:
-            _fail("bad_type", "solution.boxes must be a non-empty list of xyxy boxes (null: not visible)")
-        times = solution.get("times")
-        if times is not None and (
-            not isinstance(times, list) or len(times) != len(boxes) or not all(_is_number(t) for t in times)
-        ):
-            _fail("bad_type", f"solution.times must be {len(boxes)} numbers of seconds, one per box")
-        if times is not None and not all(is_finite_number(t) for t in times):
-            _fail("non_finite", "solution.times has a NaN or infinite time")
-        for k, box in enumerate(boxes):
-            reason = None if box is None else check_box(box, None)
-            if reason:
-                _box_error(f"solution.boxes[{k}]", box, reason)
-    elif task == "chart_to_code":
-        for key in ("code", "image"):
-            if solution.get(key) is not None and not isinstance(solution[key], str):
-                _fail("bad_type", f"solution.{key} must be a string")
+        fail("missing_field", f"task {task!r} needs solution key(s) {need}")
+    spec.check(solution)
     check_reward_keys(solution)
 
 
@@ -170,29 +86,23 @@ def check_reward_keys(solution: dict[str, Any]) -> None:
     if solution.get("box") is not None:
         reason = check_box(solution["box"], None)
         if reason:
-            _box_error("solution.box", solution["box"], reason)
+            box_error("solution.box", solution["box"], reason)
     boxes = solution.get("boxes")
     if boxes is not None:
         if not isinstance(boxes, list):
-            _fail("bad_type", f"solution.boxes must be a list of xyxy boxes, got {type(boxes).__name__}")
+            fail("bad_type", f"solution.boxes must be a list of xyxy boxes, got {type(boxes).__name__}")
         for k, box in enumerate(boxes):
             reason = None if box is None else check_box(box, None)
             if reason:
-                _box_error(f"solution.boxes[{k}]", box, reason)
+                box_error(f"solution.boxes[{k}]", box, reason)
     labels = solution.get("labels")
     if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
-        _fail("bad_type", "solution.labels must be a list of strings")
+        fail("bad_type", "solution.labels must be a list of strings")
     count = solution.get("count")
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
-        _fail("bad_type", f"solution.count must be a non-negative integer, got {count!r}")
-    seg = solution.get("segment")
-    if seg is not None:
-        if not (isinstance(seg, list) and len(seg) == 2 and all(_is_number(v) for v in seg)):
-            _fail("bad_type", f"solution.segment must be [start_s, end_s], got {seg!r}")
-        if not all(is_finite_number(v) for v in seg):
-            _fail("non_finite", f"solution.segment {seg!r} has a NaN or infinite time")
-        if not 0 <= seg[0] < seg[1]:
-            _fail("segment_reversed", f"solution.segment {seg} needs 0 <= start < end")
+        fail("bad_type", f"solution.count must be a non-negative integer, got {count!r}")
+    if solution.get("segment") is not None:
+        check_segment(solution["segment"])
     stack: list[tuple[str, Any]] = [("solution", solution)]
     while stack:  # iterative: a deeply nested extra key must not overflow the stack
         path, value = stack.pop()
@@ -200,8 +110,8 @@ def check_reward_keys(solution: dict[str, Any]) -> None:
             stack.extend((f"{path}.{k}", v) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((f"{path}[{k}]", v) for k, v in enumerate(value))
-        elif _is_number(value) and not is_finite_number(value):
-            _fail("non_finite", f"{path} is {repr(value)[:24]}: ground truth must be finite numbers")
+        elif is_number(value) and not is_finite_number(value):
+            fail("non_finite", f"{path} is {repr(value)[:24]}: ground truth must be finite numbers")
 
 
 def check_record(rec: Any) -> dict[str, Any]:
@@ -210,45 +120,45 @@ def check_record(rec: Any) -> dict[str, Any]:
     Raises ``RecordError`` naming the field and what was expected.
     """
     if not isinstance(rec, dict):
-        _fail("bad_type", f"a record must be a JSON object, got {type(rec).__name__}")
+        fail("bad_type", f"a record must be a JSON object, got {type(rec).__name__}")
     rid = rec.get("id")
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
-        _fail("missing_field", "field 'id' must be a non-empty string")
+        fail("missing_field", "field 'id' must be a non-empty string")
     task = rec.get("task")
     if not isinstance(task, str):
-        _fail("missing_field", "field 'task' must be a string")
+        fail("missing_field", "field 'task' must be a string")
     if task not in TASKS:
-        _fail("unknown_task", f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        fail("unknown_task", f"unknown task {task!r}; known: {', '.join(TASKS)}")
     images = rec.get("images") or []
     if isinstance(images, str):
         images = [images]
     if not isinstance(images, list) or not all(isinstance(p, str) and p for p in images):
-        _fail("bad_type", "field 'images' must be a list of paths")
+        fail("bad_type", "field 'images' must be a list of paths")
     video = rec.get("video")
     if isinstance(video, str):
         video = {"path": video}
     if video is not None:
         if not isinstance(video, dict) or not isinstance(video.get("path"), str) or not video["path"]:
-            _fail("bad_type", "field 'video' must be {'path': str, 'fps'?: float, 'max_frames'?: int}")
+            fail("bad_type", "field 'video' must be {'path': str, 'fps'?: float, 'max_frames'?: int}")
         for key in ("fps", "max_frames", "min_frames"):
             value = video.get(key)
             if value is not None and not (is_finite_number(value) and value > 0):
-                _fail("bad_type", f"video.{key} must be a positive finite number, got {value!r}")
-    if task in VIDEO_TASKS and video is None:
-        _fail("missing_field", f"task {task!r} needs a 'video'")
+                fail("bad_type", f"video.{key} must be a positive finite number, got {value!r}")
+    if get_task(task).needs_video and video is None:
+        fail("missing_field", f"task {task!r} needs a 'video'")
     coord_space = rec.get("coord_space", "pixel")
     if coord_space not in COORD_SPACES:
-        _fail("bad_value", f"coord_space must be one of {COORD_SPACES}, got {coord_space!r}")
+        fail("bad_value", f"coord_space must be one of {COORD_SPACES}, got {coord_space!r}")
     prompt = normalise_prompt(rec.get("prompt"), len(images), video is not None)
     n_img = count_placeholders(prompt, "image")
     if n_img != len(images):
-        _fail(
+        fail(
             "placeholder_mismatch",
             f"prompt has {n_img} image placeholder(s) but the record has {len(images)} image(s)",
         )
     n_vid = count_placeholders(prompt, "video")
     if n_vid != (1 if video is not None else 0):
-        _fail(
+        fail(
             "placeholder_mismatch",
             f"prompt has {n_vid} video placeholder(s) but the record has {int(video is not None)} video(s)",
         )

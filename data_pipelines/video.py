@@ -39,8 +39,14 @@ def num_frames(total: int, native_fps: float, fps: float, min_frames: int, max_f
 
 
 def sample_indices(total: int, n: int) -> list[int]:
-    """``n`` frame indices spread evenly over ``total`` frames, first and last included."""
-    return [int(round(x)) for x in np.linspace(0, total - 1, n)]
+    """``n`` frame indices spread evenly over ``total`` frames, first and last included.
+
+    Exactly qwen-vl-utils' picks: a float32 ``torch.linspace`` rounded half to even (a float64 linspace
+    picks the other neighbour at some exact .5 ties and, in long videos, where float32 rounding
+    crosses a .5; tests/data_pipelines/test_qwen_vl_utils.py)."""
+    import torch
+
+    return torch.linspace(0, total - 1, n, dtype=torch.float32).round().long().tolist()
 
 
 def _options(spec: VisionSpec, options: dict[str, Any] | None) -> tuple[float, int, int]:

@@ -86,10 +86,12 @@ def smart_resize(
 ) -> tuple[int, int]:
     """Qwen's smart resize: (new_h, new_w), both multiples of ``factor``, pixels in [min, max].
 
-    Same arithmetic as qwen-vl-utils and transformers' Qwen2-VL image processor, with one guard: an
-    input so thin that the budget leaves its short side under one ``factor`` (qwen-vl-utils 0.0.14
-    returns a zero side for 30x5900 at 100*28*28 pixels) raises instead of producing an empty image.
-    Raises :class:`ResizeError` (a ``ValueError``) with a reason code.
+    Same arithmetic as transformers' Qwen2-VL image processor (so the processor leaves the result
+    alone) and as qwen-vl-utils, but for the cases docs/data.md "Against qwen-vl-utils" lists (tested
+    there): a side of at most ``factor / 2`` pixels, which qwen-vl-utils lifts to ``factor`` first; and
+    an input so thin that the budget leaves its short side under one ``factor`` (qwen-vl-utils 0.0.14
+    returns a zero side for 30x5900 at 100*28*28 pixels), which raises here instead of producing an
+    empty image. Raises :class:`ResizeError` (a ``ValueError``) with a reason code.
     """
     if height <= 0 or width <= 0:
         raise ResizeError(

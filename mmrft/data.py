@@ -16,6 +16,7 @@ import torch
 
 from data_pipelines.dataset import JsonlDataset
 from data_pipelines.sample import Sample
+from data_pipelines.tasks import TASKS, reference_answer
 from data_pipelines.vision import VisionSpec
 from mmrft.checkpoint.files import recover_dir, replace_dir, tmp_dir_for
 from mmrft.config import ConfigError
@@ -108,32 +109,16 @@ def sample_seed(seed: int, position: int) -> int:
     return (seed * 1_000_003 + position * 7_919 + 17) % (2**62)
 
 
-def _fmt(v: float) -> str:
-    return str(int(round(v))) if abs(v - round(v)) < 1e-6 else f"{v:.1f}"
-
-
 def answer_text(sample: Sample) -> str:
-    """The reference answer of a record, in the form its reward parses (model frame)."""
-    sol = sample.solution
-    if sample.task == "classification" or ("label" in sol and sample.task != "detection"):
-        return str(sol["label"])
-    if sample.task == "counting":
-        return str(int(sol["count"]))
-    if sample.task == "grounding":
-        return json.dumps({"bbox_2d": [int(round(v)) for v in sol["box"]]})
-    if sample.task == "detection":
-        return json.dumps(
-            [
-                {"bbox_2d": [int(round(v)) for v in b], "label": lab}
-                for b, lab in zip(sol["boxes"], sol["labels"])
-            ]
+    """The reference answer of a record, in the form its reward parses (model frame; the task spec's
+    ``answer``, or a ``label`` the solution carries where the spec takes it)."""
+    known = sample.task in TASKS
+    ans = reference_answer(sample.task, sample.solution) if known else None
+    if ans is None:
+        raise ValueError(
+            f"record {sample.id!r}: no SFT target for task {sample.task!r}; add a 'response' column"
         )
-    if sample.task == "temporal_grounding":
-        s, e = sol["segment"]
-        return f"{_fmt(s)} to {_fmt(e)}"
-    if sample.task == "chart_to_code" and "code" in sol:
-        return f"```python\n{sol['code']}\n```"
-    raise ValueError(f"record {sample.id!r}: no SFT target for task {sample.task!r}; add a 'response' column")
+    return ans
 
 
 def sft_target(sample: Sample, prompt_style: str) -> str:

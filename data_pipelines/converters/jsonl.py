@@ -15,6 +15,7 @@ from typing import Any
 from data_pipelines.converters.common import ConvertResult, finish, output_path
 from data_pipelines.dataset import JsonlDataset
 from data_pipelines.records import RecordError
+from data_pipelines.tasks import get_task
 from data_pipelines.vision import VisionSpec
 
 
@@ -57,8 +58,13 @@ def convert_jsonl(
             del norm["images"]
         if rec.get("video"):
             norm["video"] = dict(rec["video"], path=_rebase(rec["video"]["path"], ds, out_dir))
-        if rec["task"] == "chart_to_code" and rec["solution"].get("image"):
-            norm["solution"] = dict(rec["solution"], image=_rebase(rec["solution"]["image"], ds, out_dir))
+        paths = {
+            k: _rebase(v, ds, out_dir)
+            for k in get_task(rec["task"]).path_keys
+            if (v := rec["solution"].get(k))
+        }
+        if paths:
+            norm["solution"] = dict(rec["solution"], **paths)
         if norm.get("coord_space") == "pixel":
             del norm["coord_space"]
         records.append(norm)

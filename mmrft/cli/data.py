@@ -17,10 +17,12 @@ import argparse
 import sys
 
 from data_pipelines.prompts import PROMPT_STYLES  # a constant; no heavy import
+from data_pipelines.tasks import TASKS, get_task  # the registry; no heavy import
 
-SHAPE_TASKS = ("classification", "counting", "grounding", "detection")
-VIDEO_TASKS = ("temporal_grounding", "tracking")
-SYNTH_TASKS = (*SHAPE_TASKS, *VIDEO_TASKS, "chart_to_code")
+
+def _synth_tasks() -> tuple[str, ...]:
+    """The tasks a built-in generator writes (the spec's ``synthetic``)."""
+    return tuple(name for name, spec in TASKS.items() if spec.synthetic is not None)
 
 
 def _common(p: argparse.ArgumentParser, prompt_style: str) -> None:
@@ -136,7 +138,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("synth", help="write a seeded synthetic task (shapes, videos, charts)")
-    p.add_argument("task", choices=SYNTH_TASKS)
+    p.add_argument("task", choices=_synth_tasks())
     p.add_argument("out", help="output folder")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
@@ -279,7 +281,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     common = {"n": args.n, "seed": args.seed, "split": args.split, "prompt_style": args.prompt_style}
     try:
-        if args.task in SHAPE_TASKS:
+        generator = get_task(args.task).synthetic
+        if generator == "shapes":
             from data_pipelines.synthetic import write_shapes_dataset
 
             path = write_shapes_dataset(
@@ -287,16 +290,18 @@ def _synth(args: argparse.Namespace) -> int:
                 min_size_frac=args.min_size_frac, max_size_frac=args.max_size_frac,
                 distractors=args.distractors, coord_space=args.coord_space, question=args.question, **common,
             )  # fmt: skip
-        elif args.task in VIDEO_TASKS:
+        elif generator == "video":
             from data_pipelines.synthetic.video import write_video_dataset
 
             path = write_video_dataset(
                 args.out, args.task, image_size=args.image_size, coord_space=args.coord_space, **common
             )
-        else:
+        elif generator == "charts":
             from data_pipelines.synthetic.charts import write_chart_dataset
 
             path = write_chart_dataset(args.out, **common)
+        else:
+            return _fail(f"task {args.task!r} names generator {generator!r}; built in: shapes, video, charts")
     except ValueError as e:
         return _fail(str(e))
     print(f"wrote {args.n} {args.task} records to {path}")

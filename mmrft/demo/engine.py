@@ -21,7 +21,7 @@ from data_pipelines.sample import Sample
 from data_pipelines.vision import VisionSpec
 from mmrft.config import RewardSpec
 from mmrft.evaluation import Decoding
-from mmrft.evaluation.runner import TASK_REWARDS
+from mmrft.evaluation.runner import task_rewards
 from mmrft.rollout import encode_prompts, generate
 
 MAX_SAMPLES = 16
@@ -133,9 +133,7 @@ def reward_specs(task: str, prompt_style: str, configured: list[RewardSpec]) -> 
     tagged prompt style, ``format`` with that structure, when the config has none of that name."""
     specs = list(configured)
     names = {s.name.rsplit(":", 1)[-1] for s in specs}
-    own = TASK_REWARDS.get(task)
-    if own and own not in names:
-        specs.append(RewardSpec(own))
+    specs += [RewardSpec(own) for own in task_rewards(task) if own not in names]
     if prompt_style in ("answer_only", "think_answer") and "format" not in names:
         specs.append(RewardSpec("format", 1.0, {"structure": prompt_style}))
     return specs

@@ -27,9 +27,10 @@ from mmrft.demo.inputs import (
     template_prompt,
 )
 from mmrft.evaluation import ParseOptions, Prediction, parse_prediction
+from mmrft.evaluation.metrics import eval_family
 
 log = logging.getLogger("mmrft.demo")
-BOX_TASKS = ("detection", "grounding")
+BOX_TASKS = ("detection", "grounding")  # evaluation families whose answers are boxes
 
 
 @dataclass
@@ -113,18 +114,19 @@ def short_answer(pred: Prediction) -> str:
     """One line saying what was read from a completion."""
     if not pred.ok:
         return f"not read ({pred.failure})"
-    if pred.task in BOX_TASKS:
+    family = eval_family(pred.task)
+    if family in BOX_TASKS:
         boxes = [b for b in pred.boxes if b.box is not None]
         shown = "; ".join("[" + ", ".join(_fmt(v) for v in b.box) + "]" + (f" {b.label}" if b.label else "")
                           for b in boxes[:4])  # fmt: skip
         return f"{len(boxes)} box(es) {shown}" + (" ..." if len(boxes) > 4 else "")
-    if pred.task == "classification":
+    if family == "classification":
         return f"label {pred.label!r}"
-    if pred.task == "counting":
+    if family == "counting":
         return f"count {pred.count}"
-    if pred.task == "temporal_grounding" and pred.segment is not None:
+    if family == "temporal_grounding" and pred.segment is not None:
         return f"{_fmt(pred.segment[0])} to {_fmt(pred.segment[1])} s"
-    if pred.task == "chart_to_code":
+    if family == "chart_to_code":
         return f"{len((pred.code or '').splitlines())} lines of code"
     return str(pred.answer)
 
@@ -150,20 +152,20 @@ def picture(
     sampled frames for temporal answers, the renders beside the input chart, or captions; the ground
     truth too when ``has_truth``. numbers: each completion's 0-based number (its colour and ``#`` label;
     default 0, 1, ...)."""
-    task, truth = sample.task, sample.solution_original
+    family, truth = eval_family(sample.task), sample.solution_original
     preds = answer.predictions
     nums = list(numbers) if numbers is not None else list(range(len(preds)))
-    if task == "temporal_grounding" and sample.video is not None:
+    if family == "temporal_grounding" and sample.video is not None:
         segs = [(truth["segment"][0], truth["segment"][1], "truth", -1)] if has_truth else []
         segs += [(p.segment[0], p.segment[1], f"#{k + 1} {_fmt(p.segment[0])}-{_fmt(p.segment[1])} s", k)
                  for k, p in zip(nums, preds) if p.segment is not None]  # fmt: skip
         clip = sample.video
         return drawing.timeline(clip.frames, clip.timestamps, clip.duration, segs)
     base = _original_picture(media)
-    if task == "chart_to_code":
+    if family == "chart_to_code":
         panels = [("input chart", base)] + [(f"#{k + 1} render", im) for k, im in zip(nums, charts[:3])]
         return drawing.side_by_side(panels)
-    if task in BOX_TASKS:
+    if family in BOX_TASKS:
         boxes: list[drawing.DrawBox] = []
         if has_truth:
             gt = truth.get("boxes") or ([truth["box"]] if truth.get("box") else [])
@@ -216,11 +218,12 @@ class Demo:
         specs = engine.reward_specs(sample.task, prompt_style, self.settings.rewards)
         ans = Answer(name, list(texts))
         ans.predictions = [parse_prediction(sample, t, ParseOptions.from_rewards(specs)) for t in texts]
-        if truth.given or sample.task == "chart_to_code":  # a chart's reference is the input itself
+        chart = eval_family(sample.task) == "chart_to_code"
+        if truth.given or chart:  # a chart's reference is the input itself
             scores = engine.score(texts, sample, specs)
             ans.rewards, ans.total = scores.per_reward, scores.total
         charts: list[Image.Image | None] = []
-        if sample.task == "chart_to_code":
+        if chart:
             params = next((s.params for s in specs if s.name == "chart_render"), {})
             for p in ans.predictions[:3]:
                 im, why = engine.render_chart(p.code, params) if p.code else (None, "no_code")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from data_pipelines.sample import Sample
+from mmrft.evaluation.metrics import eval_family
 from mmrft.scoring import columns_for
 from rewards.accuracy import ANSWER_FORMATS, _canon, _choice_position
 from rewards.boxes import Box, parse_boxes
@@ -118,19 +119,20 @@ class Prediction:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict holding only the fields that apply to the task."""
         out: dict[str, Any] = {"answer": self.answer, "failure": self.failure}
-        if self.task in ("detection", "grounding"):
+        family = eval_family(self.task)
+        if family in ("detection", "grounding"):
             out["boxes"] = [asdict(b) for b in self.boxes]
-        elif self.task == "classification":
+        elif family == "classification":
             out["label"] = self.label
-        elif self.task == "counting":
+        elif family == "counting":
             out["count"] = self.count
-        elif self.task == "temporal_grounding":
+        elif family == "temporal_grounding":
             out["segment"] = list(self.segment) if self.segment is not None else None
-        elif self.task == "tracking":
+        elif family == "tracking":
             out["track"] = (
                 None if self.track is None else [None if b is None else asdict(b) for b in self.track]
             )
-        elif self.task == "chart_to_code":
+        elif family == "chart_to_code":
             out["code"] = self.code
         return out
 
@@ -156,30 +158,30 @@ def parse_prediction(sample: Sample, completion: Any, options: ParseOptions | No
     model output.
     """
     opts = options or ParseOptions()
-    task = sample.task
+    task, family = sample.task, eval_family(sample.task)
     answer = extract_answer(completion_text(completion))
-    if task == "chart_to_code":  # extract_code applies the answer rule itself
+    if family == "chart_to_code":  # extract_code applies the answer rule itself
         code = extract_code(completion, opts.code_block)
         return Prediction(task, answer.text, "" if code is not None else "no_code", code=code)
     if not answer.ok:
         return Prediction(task, None, answer.failure or "parse_fail")
     text = answer.text
-    if task == "classification":
+    if family == "classification":
         return _classification(sample, text, opts)
-    if task == "counting":
+    if family == "counting":
         parsed = parse_count(text)
         return Prediction(task, text, parsed.failure if parsed.value is None else "", count=parsed.value)
-    if task == "grounding":
+    if family == "grounding":
         return _grounding(sample, text)
-    if task == "detection":
+    if family == "detection":
         return _detection(sample, text, opts)
-    if task == "temporal_grounding":
+    if family == "temporal_grounding":
         seg, failure = parse_segment(text)
         duration = sample.solution.get("duration")
         if seg is not None and type(duration) in (int, float) and duration > 0:  # as temporal_iou
             seg = (min(max(seg[0], 0.0), duration), min(max(seg[1], 0.0), duration))
         return Prediction(task, text, failure, segment=seg)
-    if task == "tracking":
+    if family == "tracking":
         track = parse_track(text, _frame(sample), opts.max_frames)
         if track is None:
             return Prediction(task, text, "parse_fail")
@@ -197,15 +199,15 @@ def _classification(sample: Sample, text: str, opts: ParseOptions) -> Prediction
     if fmt in ANSWER_FORMATS and fmt != "label" and choices:
         pos = _choice_position(text, choices, fmt, opts.index_base, table)
         label = _canon(choices[pos], table) if pos is not None else None
-        return Prediction("classification", text, "" if label is not None else "parse_fail", label=label)
-    return Prediction("classification", text, "", label=_canon(text, table) or None)
+        return Prediction(sample.task, text, "" if label is not None else "parse_fail", label=label)
+    return Prediction(sample.task, text, "", label=_canon(text, table) or None)
 
 
 def _grounding(sample: Sample, text: str) -> Prediction:
     """The iou reward's rule: exactly one box (repeats count once), valid."""
     parsed = parse_boxes(text, _frame(sample), max_boxes=GROUNDING_MAX_BOXES)
     if not parsed.ok:
-        return Prediction("grounding", text, "parse_fail")
+        return Prediction(sample.task, text, "parse_fail")
     unique = list({(b.x1, b.y1, b.x2, b.y2, b.valid): b for b in parsed.boxes}.values())
     boxes = [PredBox(c) for c in _to_original(sample, unique)]
     if not unique:
@@ -216,18 +218,18 @@ def _grounding(sample: Sample, text: str) -> Prediction:
         failure = "invalid_box"
     else:
         failure = ""
-    return Prediction("grounding", text, failure, boxes=boxes)
+    return Prediction(sample.task, text, failure, boxes=boxes)
 
 
 def _detection(sample: Sample, text: str, opts: ParseOptions) -> Prediction:
     parsed = parse_boxes(text, _frame(sample), max_boxes=opts.max_boxes)
     if not parsed.ok:
         failure = "too_many_boxes" if parsed.failure == "too_many_boxes" else "parse_fail"
-        return Prediction("detection", text, failure)
+        return Prediction(sample.task, text, failure)
     ordered = canonical_order(parsed.boxes)
     table = opts.box_table
     boxes = [
         PredBox(c, None if b.label is None else table.get(b.label, b.label), b.score)
         for b, c in zip(ordered, _to_original(sample, ordered))
     ]
-    return Prediction("detection", text, "", boxes=boxes)
+    return Prediction(sample.task, text, "", boxes=boxes)

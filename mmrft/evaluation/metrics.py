@@ -7,7 +7,8 @@ of mapping boxes back to original pixels. With K completions per record, every m
 each completion index k (completion k of every record, one "run") and averaged over k; ``pass@K`` is the
 share of records with at least one passing completion.
 
-Per task (keys ``<task>/<metric>``):
+Per task (keys ``<task>/<metric>``), by the evaluation family its spec names (``TaskSpec.eval_family``;
+the built-in tasks are each their own family):
 
 - classification: ``accuracy`` (exact match after the accuracy reward's normalisation, closed label set
   when the record has ``choices``), ``out_of_set_rate`` (answers that are not one of the choices);
@@ -30,16 +31,20 @@ from typing import Any
 
 import torch
 
+from data_pipelines.tasks import TASKS
 from rewards.accuracy import _canon, score_label
 from rewards.geometry import interval_iou, paired_iou
 
 TOL = 1e-9
 R1_THRESHOLDS = (0.3, 0.5, 0.7)
-TASK_ORDER = (
-    "classification", "counting", "grounding", "detection", "temporal_grounding", "tracking", "chart_to_code",
-)  # fmt: skip
 # Metrics where lower is better (`mmrft eval compare` marks improvements by this).
 LOWER_IS_BETTER = ("MAE", "failed_rate", "parse_fail_rate", "out_of_set_rate", "truncated_frac")
+
+
+def eval_family(task: str) -> str:
+    """The evaluation family that parses and scores ``task`` (its spec's ``eval_family``; an unknown
+    task is its own family, which nothing here scores)."""
+    return TASKS[task].eval_family if task in TASKS else task
 
 
 def box_iou(a: list[float] | None, b: list[float] | None) -> float:
@@ -83,7 +88,8 @@ def completion_values(task: str, pred, solution: dict[str, Any], options, extra:
     ``{"correct": 1.0, "abs_error": 0.0}`` (counting); the metrics are means of these.
     """
     ok = pred is not None and pred.ok
-    if task == "classification":
+    family = eval_family(task)
+    if family == "classification":
         correct = score_label(pred.answer, solution, options.label_table, options.index_base) if ok else 0.0
         out = {"correct": correct}
         choices = [c for c in (solution.get("choices") or []) if c is not None]
@@ -91,20 +97,20 @@ def completion_values(task: str, pred, solution: dict[str, Any], options, extra:
             allowed = {_canon(c, options.label_table) for c in choices}
             out["out_of_set"] = float(ok and pred.label not in allowed)
         return out
-    if task == "counting":
+    if family == "counting":
         gt = int(solution["count"])
         value = pred.count if ok else None
         return {
             "correct": float(value == gt),
             "abs_error": None if value is None else float(abs(value - gt)),
         }
-    if task == "grounding":
+    if family == "grounding":
         return {"iou": box_iou(pred.boxes[0].box, [float(v) for v in solution["box"]]) if ok else 0.0}
-    if task == "temporal_grounding":
+    if family == "temporal_grounding":
         return {"iou": _segment_iou(pred.segment, solution) if ok else 0.0}
-    if task == "tracking":
+    if family == "tracking":
         return {"miou": _track_miou(pred.track, list(solution["boxes"])) if ok else 0.0}
-    if task == "chart_to_code":
+    if family == "chart_to_code":
         return {"score": float((extra or {}).get("chart_score", 0.0)), "code": float(ok)}
     return {}
 
@@ -115,30 +121,31 @@ def _mean(values: list[float]) -> float | None:
 
 def _per_k(task: str, values: list[dict]) -> dict[str, float | None]:
     """Task metrics of one completion index over the task's records (missing values already zero)."""
-    if task == "classification":
+    family = eval_family(task)
+    if family == "classification":
         out = {"accuracy": _mean([v["correct"] for v in values])}
         oos = [v["out_of_set"] for v in values if "out_of_set" in v]
         if oos:
             out["out_of_set_rate"] = _mean(oos)
         return out
-    if task == "counting":
+    if family == "counting":
         errs = [v["abs_error"] for v in values if v.get("abs_error") is not None]
         return {
             "accuracy": _mean([v["correct"] for v in values]),
             "MAE": _mean(errs),
             "MAE_records": float(len(errs)),
         }
-    if task == "grounding":
+    if family == "grounding":
         ious = [v["iou"] for v in values]
         return {"Acc@0.5": _mean([float(x >= 0.5 - TOL) for x in ious]), "mIoU": _mean(ious)}
-    if task == "temporal_grounding":
+    if family == "temporal_grounding":
         ious = [v["iou"] for v in values]
         out = {f"R1@{m}": _mean([float(x >= m - TOL) for x in ious]) for m in R1_THRESHOLDS}
         out["mIoU"] = _mean(ious)
         return out
-    if task == "tracking":
+    if family == "tracking":
         return {"mIoU": _mean([v["miou"] for v in values])}
-    if task == "chart_to_code":
+    if family == "chart_to_code":
         return {"score": _mean([v["score"] for v in values]), "code_rate": _mean([v["code"] for v in values])}
     return {}
 
@@ -172,7 +179,7 @@ def task_metrics(task: str, results: list, k: int, options) -> dict[str, float |
         runs.append(m)
     out: dict[str, float | None] = {"n": float(n), **average(runs)}
     out.update(common_metrics(results, k))
-    if task == "detection":
+    if eval_family(task) == "detection":
         from mmrft.evaluation.coco import detection_metrics
 
         out.update(detection_metrics(results, k, options))
@@ -214,11 +221,12 @@ def summarize(results: list, names: list[str], k: int, options, chart=None) -> d
     truncated = [t for r in results if r.truncated is not None for t in r.truncated]
     if truncated:
         out["truncated_frac"] = _mean([float(t) for t in truncated])
-    tasks = sorted({r.task for r in results}, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
+    order = list(TASKS)
+    tasks = sorted({r.task for r in results}, key=lambda t: order.index(t) if t in order else len(order))
     for task in tasks:
         mine = [r for r in results if r.task == task]
         m = task_metrics(task, mine, k, options)
-        if task == "chart_to_code" and chart is not None:
+        if eval_family(task) == "chart_to_code" and chart is not None:
             m["exec_rate"] = chart.rendered / (len(mine) * k)  # records that failed count as not run
             m["element"] = chart.element_sum / chart.rendered if chart.rendered else None
             m["visual"] = chart.visual_sum / chart.rendered if chart.rendered else None

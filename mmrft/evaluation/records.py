@@ -15,7 +15,7 @@ import torch
 
 from data_pipelines.sample import Sample
 from mmrft.evaluation.answers import ParseOptions, Prediction, parse_prediction
-from mmrft.evaluation.metrics import completion_values
+from mmrft.evaluation.metrics import completion_values, eval_family
 from mmrft.scoring import RewardStack
 
 STATUSES = ("ok", "load_failed", "generate_failed", "missing_prediction")
@@ -127,7 +127,7 @@ class Scorer:
         self, texts: list[str], samples: list[Sample], scored
     ) -> tuple[list[float], ChartTally]:
         """chart_render scores of the chart completions of a batch, and its tally."""
-        picked = [i for i, s in enumerate(samples) if s.task == "chart_to_code"]
+        picked = [i for i, s in enumerate(samples) if eval_family(s.task) == "chart_to_code"]
         if not picked:
             return [], ChartTally()
         if self._chart_name is not None:
@@ -183,7 +183,7 @@ class Scorer:
                     for name, v in zip(self.stack.names, per[:, n].tolist())
                 }
                 ok_total = not math.isnan(total)
-                extra = {"chart_score": next(chart_it)} if sample.task == "chart_to_code" else {}
+                extra = {"chart_score": next(chart_it)} if eval_family(sample.task) == "chart_to_code" else {}
                 res.predictions.append(pred)
                 res.rewards.append(reward_row)
                 res.total.append(total if ok_total else None)

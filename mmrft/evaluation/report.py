@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmrft.evaluation.metrics import LOWER_IS_BETTER, TASK_ORDER
+from data_pipelines.tasks import TASKS
+from mmrft.evaluation.metrics import LOWER_IS_BETTER
 from mmrft.evaluation.records import RecordResult
 from rewards.columns import completion_text
 
@@ -67,10 +68,10 @@ def _fmt(key: str, v: Any) -> str:
 
 
 def _sections(keys: list[str]) -> list[tuple[str, list[str]]]:
-    """Keys grouped: overall first, then by task in TASK_ORDER."""
-    overall = [k for k in keys if k.split("/", 1)[0] not in TASK_ORDER]
+    """Keys grouped: overall first, then by task in the registry's order."""
+    overall = [k for k in keys if k.split("/", 1)[0] not in TASKS]
     out = [("all records", overall)]
-    for task in TASK_ORDER:
+    for task in TASKS:
         mine = [k for k in keys if k.split("/", 1)[0] == task]
         if mine:
             out.append((task, mine))

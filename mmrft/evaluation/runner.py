@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.tasks import TASKS
 from mmrft import distributed
 from mmrft.evaluation.answers import ParseOptions
 from mmrft.evaluation.generation import Decoding, collect_generated, collect_given, gather
@@ -16,25 +17,20 @@ from mmrft.evaluation.records import ChartTally, RecordResult, Scorer, failed_re
 from mmrft.evaluation.report import EvalReport, read_predictions
 from mmrft.scoring import RewardStack
 
-# The reward that scores each task when no config names rewards (docs/eval.md).
-TASK_REWARDS = {
-    "classification": "accuracy",
-    "counting": "counting",
-    "grounding": "iou",
-    "detection": "detection",
-    "temporal_grounding": "temporal_iou",
-    "tracking": "tracking",
-    "chart_to_code": "chart_render",
-}
+
+def task_rewards(task: str) -> tuple[str, ...]:
+    """The rewards that score ``task`` when no config names any (its spec's ``default_rewards``;
+    docs/eval.md); none for an unknown task."""
+    return TASKS[task].default_rewards if task in TASKS else ()
 
 
 def default_rewards(data: str | Path) -> list[str]:
-    """Each task's own reward, for the tasks in the JSONL ``data`` (when no config names rewards)."""
+    """Each task's own rewards, for the tasks in the JSONL ``data`` (when no config names rewards)."""
     from data_pipelines.dataset import read_jsonl
 
     records, _ = read_jsonl(data)
     tasks = dict.fromkeys(r.get("task") for r in records if isinstance(r, dict))
-    return list(dict.fromkeys(TASK_REWARDS[t] for t in tasks if t in TASK_REWARDS)) or ["accuracy"]
+    return list(dict.fromkeys(name for t in tasks for name in task_rewards(t))) or ["accuracy"]
 
 
 def decoding_of(cfg) -> Decoding:
@@ -56,7 +52,7 @@ def invalid_results(dataset) -> list[RecordResult]:
     if path is None or not getattr(dataset, "skipped", None):
         return []
     from data_pipelines.dataset import RecordDataset, read_jsonl
-    from data_pipelines.records import TASKS, RecordError
+    from data_pipelines.records import RecordError
 
     kept = {str(r["id"]) for r in dataset.records}
     raw, lines = read_jsonl(path)
