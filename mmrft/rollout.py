@@ -23,10 +23,10 @@ from mmrft.models.cache import DecodeCache
 from mmrft.models.forward import (
     PromptBatch,
     VisionFeatures,
-    _inner,
     as_ops,
     embed_with_vision,
     encode_vision,
+    hf_core,
     rope_positions,
 )
 from mmrft.sampling import SamplingParams, draw, filter_logits, sequence_keys, uniforms
@@ -190,7 +190,7 @@ def generate(
     compact: drop finished sequences from the decode batch (when a quarter of it has finished); the
     completions are the same either way. A rank whose sequences all stopped keeps one row and runs on.
     """
-    inner = _inner(model)
+    inner = hf_core(model)
     ops = as_ops(model)
     tok = processor.tokenizer
     device = prompts.input_ids.device
