@@ -110,6 +110,18 @@ def memory_report(policy, reference, info, activations: int) -> MemoryReport:
     )  # fmt: skip
 
 
+def startup_report(policy, reference, cfg, info, compute_dtype: torch.dtype) -> MemoryReport:
+    """This rank's report for a run of config ``cfg``: one micro-batch is ``train.micro_batch_size``
+    sequences in whole groups, with prompts and completions at their configured maximum lengths."""
+    G = cfg.rollout.group_size
+    per_chunk = max(1, cfg.train.micro_batch_size // G)
+    activations = activation_estimate(
+        policy.config.get_text_config(), per_chunk, per_chunk * G, cfg.rollout.max_prompt_length,
+        cfg.rollout.max_completion_length, compute_dtype.itemsize, cfg.model.gradient_checkpointing,
+    )  # fmt: skip
+    return memory_report(policy, reference, info, activations)
+
+
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
 

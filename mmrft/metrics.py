@@ -21,6 +21,7 @@ import math
 import torch
 
 from mmrft import distributed
+from mmrft.scoring import ScoredRollout
 
 # How each metric ``grpo.policy_loss`` reports combines over micro-batches and ranks (docs/metrics.md);
 # a metric not listed is a token-weighted mean.
@@ -71,6 +72,24 @@ class StepMetrics:
                 self.add_max(name, value)
             else:
                 self.add_mean(name, value, tokens if how == "token_mean" else seqs)
+
+    def add_rewards(self, scored: ScoredRollout) -> None:
+        """``reward/<name>``: each reward's mean over the completions it applied to; the reward's own
+        ``Scores.metrics`` (``reward/<name>/<metric>``): counts, summed, or ``*_mean`` means, weighted
+        by the completions."""
+        n = len(scored.total)
+        means = {f"reward/{name}" for name in scored.names}
+        for k, name in enumerate(scored.names):
+            valid = ~scored.per_reward[k].isnan()
+            mean = float(scored.per_reward[k][valid].mean()) if valid.any() else 0.0
+            self.add_mean(f"reward/{name}", mean, float(valid.sum()))
+        for name, v in scored.metrics.items():
+            if name in means:
+                continue
+            if name.endswith("_mean"):
+                self.add_mean(name, v, n)
+            else:
+                self.add_sum(name, v)
 
     def reduce(self, info: distributed.DistInfo) -> dict[str, float]:
         """Global values (a collective when ``info.world_size`` > 1: every rank calls it)."""

@@ -207,14 +207,8 @@ class Trainer:
         self._report_memory(amp or next(self.policy.parameters()).dtype)
 
     def _report_memory(self, compute_dtype: torch.dtype) -> None:
-        """Every rank's memory at start-up (docs/speed.md), printed once and written to memory.json."""
-        cfg, G = self.cfg, self.cfg.rollout.group_size
-        per_chunk = max(1, cfg.train.micro_batch_size // G)
-        activations = memory.activation_estimate(
-            self.policy.config.get_text_config(), per_chunk, per_chunk * G, cfg.rollout.max_prompt_length,
-            cfg.rollout.max_completion_length, compute_dtype.itemsize, cfg.model.gradient_checkpointing,
-        )  # fmt: skip
-        mine = memory.memory_report(self.policy, self.reference, self.info, activations)
+        """Every rank's memory at start-up (docs/metrics.md), printed once and written to memory.json."""
+        mine = memory.startup_report(self.policy, self.reference, self.cfg, self.info, compute_dtype)
         with self._collective("the gather of memory reports"):
             reports = distributed.gather_objects(mine)
         if self.info.is_main:
@@ -400,18 +394,7 @@ class Trainer:
             passes = [self._update(mbs, ref_lp, old_lp, total_tokens, total_seqs) for _ in range(mu)]
 
         m = StepMetrics()
-        means = {f"reward/{name}" for name in scored.names}  # each reward's mean where it applies
-        for k, name in enumerate(scored.names):
-            valid = ~scored.per_reward[k].isnan()
-            mean = float(scored.per_reward[k][valid].mean()) if valid.any() else 0.0
-            m.add_mean(f"reward/{name}", mean, float(valid.sum()))
-        for name, v in scored.metrics.items():  # a reward's own: counts (summed), or ``*_mean`` means
-            if name in means:
-                continue
-            if name.endswith("_mean"):
-                m.add_mean(name, v, N)
-            else:
-                m.add_sum(name, v)
+        m.add_rewards(scored)
         m.add_mean("completion_len", float(ro.completion_mask.sum(1).float().mean()), N)
         m.add_mean("truncated_frac", float(ro.truncated.float().mean()), N)
         m.add_mean("zero_std_frac", float(zero_std.float().mean()), layout.prompts)

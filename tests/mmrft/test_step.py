@@ -139,7 +139,11 @@ def test_lora_with_a_kl_term_keeps_one_model_in_memory(tmp_path, shapes_dir, tin
     cls = type(trainer.policy.hf.get_base_model())
     gc.collect()
     assert sum(type(o) is cls for o in gc.get_objects()) == 1
+    calls = []
+    handle = vision_tower(trainer.policy).register_forward_hook(lambda *a: calls.append(1))
     metrics, _ = trainer.grpo_step(0, 0)
+    handle.remove()
+    assert len(calls) == 1  # the step's images once: generation, reference and update reuse them
     assert metrics["kl"] == pytest.approx(
         0.0, abs=1e-7
     )  # before any update the adapter (B = 0) is a no-op: KL to the base is 0
