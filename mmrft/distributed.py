@@ -198,9 +198,7 @@ def load_full_state_dict(model, optimizer, model_sd, optim_sd) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     opts = StateDictOptions(full_state_dict=True, strict=True)
-    set_state_dict(
-        model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts
-    )
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts)
 
 
 def save_sharded(model, optimizer, path) -> None:
