@@ -7,8 +7,9 @@ of each phase of a step (rollout, reference, update):
 
 - on CUDA, ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (tensor memory);
 - on CPU (Linux), the process's resident-set high-water mark ``VmHWM`` from ``/proc/self/status``, reset
-  at the start of each phase by writing ``5`` to ``/proc/self/clear_refs``: whole-process RSS, so it
-  includes the Python heap and libraries, not only tensors (tracemalloc would slow every allocation);
+  at the start of each phase by writing ``5`` to ``/proc/self/clear_refs`` (``RSSWatch``, which keeps an
+  outer watch's peak, e.g. a benchmark's, across those resets): whole-process RSS, so it includes the
+  Python heap and libraries, not only tensors (tracemalloc would slow every allocation);
 - elsewhere, ``resource.getrusage``'s ``ru_maxrss``, which cannot be reset: the process's peak so far.
 """
 
@@ -18,6 +19,7 @@ import contextlib
 import re
 import resource
 import sys
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -136,13 +138,38 @@ def _rss_hwm() -> int | None:
     return int(m.group(1)) * 1024 if m else None
 
 
-def _reset_rss_hwm() -> bool:
-    try:
-        with open(_CLEAR_REFS, "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
+class RSSWatch:
+    """The process's peak resident memory since ``start`` (Linux ``VmHWM``), kept across other watches'
+    resets: the high-water mark is process-wide, so every reset made here first folds the current mark
+    into each open watch (a benchmark timing a whole step keeps its peak while the step measures its
+    phases)."""
+
+    _open: weakref.WeakSet[RSSWatch] = weakref.WeakSet()
+
+    def __init__(self) -> None:
+        self._max = 0
+
+    def start(self) -> bool:
+        """Reset the mark and open the watch; False where /proc cannot be reset (then nothing is open)."""
+        self._max = 0
+        hwm = _rss_hwm()
+        try:
+            with open(_CLEAR_REFS, "w") as f:
+                f.write("5")
+        except OSError:
+            return False
+        for watch in RSSWatch._open:
+            watch._max = max(watch._max, hwm or 0)
+        RSSWatch._open.add(self)
+        return True
+
+    def peak(self) -> int:
+        """Bytes: the highest resident memory since ``start``."""
+        return max(self._max, _rss_hwm() or 0)
+
+    def stop(self) -> int:
+        RSSWatch._open.discard(self)
+        return self.peak()
 
 
 def _maxrss() -> int:
@@ -165,15 +192,15 @@ class PhasePeaks:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            resettable = _reset_rss_hwm()
+            watch = RSSWatch()
+            resettable = watch.start()
         try:
             yield
         finally:
             if cuda:
                 peak = torch.cuda.max_memory_allocated(self.device)
             else:
-                hwm = _rss_hwm() if resettable else None
-                peak = hwm if hwm is not None else _maxrss()
+                peak = watch.stop() if resettable else _maxrss()
             self.peaks[name] = max(self.peaks.get(name, 0), peak)
 
     def metrics(self) -> dict[str, float]:
