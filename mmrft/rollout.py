@@ -78,6 +78,12 @@ def _repeat(x: Tensor, G: int) -> Tensor:
     return x[:, None].expand(x.shape[0], G, *x.shape[1:]).contiguous().view(x.shape[0] * G, *x.shape[1:])
 
 
+def _scatter_rows(full: tuple[Tensor, ...], rows: Tensor, parts: tuple[Tensor, ...]) -> None:
+    """Write the decode batch's rows (``rows``: their original indices) back into the [N, ...] results."""
+    for f, part in zip(full, parts):
+        f[rows] = part
+
+
 def _step_mask_builder(text_config, prompt_mask: Tensor) -> Callable[[Tensor, int], Tensor | dict]:
     """How a decode step passes its attention mask (attn [n, P + T_max] -> the first L columns).
 
@@ -229,10 +235,6 @@ def generate(
     lengths = torch.zeros(N, dtype=torch.long, device=device)
     result = (tokens.clone(), logprobs.clone(), lengths.clone())  # [N, ...] by original index
 
-    def flush():
-        for full, part in zip(result, (tokens, logprobs, lengths)):
-            full[rows] = part
-
     for t in range(T_max):
         scaled = last / lp_temperature if lp_temperature != 1.0 else last  # [n, V]
         lse = torch.logsumexp(scaled, -1)  # of the unfiltered distribution (what training recomputes)
@@ -257,7 +259,7 @@ def generate(
             if running.numel() <= 0.75 * rows.numel():
                 if running.numel() == 0:  # every local sequence stopped, another rank's did not
                     running = running.new_zeros(1)
-                flush()
+                _scatter_rows(result, rows, (tokens, logprobs, lengths))
                 cache.keep_rows(running)
                 rows, keys, next_pos, attn, nxt = (x[running] for x in (rows, keys, next_pos, attn, nxt))
                 tokens, logprobs, lengths, done = (x[running] for x in (tokens, logprobs, lengths, done))
@@ -266,7 +268,7 @@ def generate(
         out = ops("lm", inputs_embeds=ops("embed", nxt[:, None]), attention_mask=step_mask(attn, P + t + 1),
                   position_ids=pos, cache=cache, use_cache=True)  # fmt: skip
         last = ops("head", out.last_hidden_state[:, -1]).float()
-    flush()
+    _scatter_rows(result, rows, (tokens, logprobs, lengths))
     tokens, logprobs, lengths = result
 
     T = max(int(lengths.max()) if N else 0, 1)
