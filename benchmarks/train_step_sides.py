@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from mmrft.memory import RSSWatch
+
 G = 8
 PROMPTS_PER_STEP = 8
 LR = 1e-5
@@ -97,6 +99,7 @@ class PeakMemory:
     def __init__(self):
         self.ok = Path("/proc/self/clear_refs").exists()
         self.base = 0
+        self._watch = RSSWatch()
 
     @staticmethod
     def _status(key: str) -> int:
@@ -107,14 +110,16 @@ class PeakMemory:
             return
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back, so the peak is this step's
-            Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
         except OSError:
             self.ok = False
             return
+        # reset the peak RSS to the current RSS; kept across the trainer's own per-phase resets
+        self._watch = RSSWatch()
+        self.ok = self._watch.start()
         self.base = self._status("VmRSS")
 
     def peak_mb(self) -> float | None:
-        return (self._status("VmHWM") - self.base) / 2**20 if self.ok else None
+        return (self._watch.peak() - self.base) / 2**20 if self.ok else None
 
 
 def make_inputs(work: Path, preset: str, n_records: int, s: Setting) -> tuple[Path, Path]:

@@ -82,6 +82,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of a tensor over ranks (returns a new tensor; identity on one process)."""
+    out = t.clone()
+    if dist.is_initialized():
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
 def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
     """Concatenate equal-shaped tensors from all ranks along dim 0, in rank order."""
     if not dist.is_initialized():
@@ -122,11 +130,11 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     if info.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        from mmrft.models.forward import VLMOps, _inner
+        from mmrft.models.forward import VLMOps, hf_core
 
         if not isinstance(model, VLMOps):
             raise TypeError("FSDP2 wraps the VLMOps root module (every forward must pass through the root)")
-        inner = _inner(model)
+        inner = hf_core(model)
         core = inner.model
         kw = {}
         if model.compute_dtype is not None:  # gather params in the compute dtype, reduce grads in fp32
@@ -145,11 +153,6 @@ def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
         fully_shard(model, **kw)
         return model
     raise ValueError(f"distributed.strategy: unknown {info.strategy!r}; choose from auto, fsdp, ddp, none")
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The trained module itself (FSDP2 shards in place; DDP here keeps the module unwrapped)."""
-    return model
 
 
 def loss_scale(info: DistInfo) -> float:
@@ -182,12 +185,11 @@ def full_state_dict(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    target = unwrap(model)
     if optimizer is None:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        return get_model_state_dict(target, options=opts), None
-    return get_state_dict(target, optimizer, options=opts)
+        return get_model_state_dict(model, options=opts), None
+    return get_state_dict(model, optimizer, options=opts)
 
 
 def load_full_state_dict(model, optimizer, model_sd, optim_sd) -> None:
@@ -196,9 +198,7 @@ def load_full_state_dict(model, optimizer, model_sd, optim_sd) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     opts = StateDictOptions(full_state_dict=True, strict=True)
-    set_state_dict(
-        unwrap(model), optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts
-    )
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts)
 
 
 def save_sharded(model, optimizer, path) -> None:
@@ -208,7 +208,7 @@ def save_sharded(model, optimizer, path) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    model_sd, optim_sd = get_state_dict(unwrap(model), optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
     with _single_process_quiet():
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
 
@@ -219,12 +219,11 @@ def load_sharded(model, optimizer, path) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    target = unwrap(model)
-    model_sd, optim_sd = get_state_dict(target, optimizer)  # the layout to fill (initialises Adam state)
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # the layout to fill (initialises Adam state)
     state = {"model": model_sd, "optim": optim_sd}
     with _single_process_quiet():
         dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(target, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
 @contextlib.contextmanager

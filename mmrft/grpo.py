@@ -333,8 +333,10 @@ def policy_loss(
     if ref_logprobs is not None:
         if ref_logprobs.shape != logprobs.shape:
             raise ValueError(f"ref_logprobs must be {tuple(logprobs.shape)}, got {tuple(ref_logprobs.shape)}")
-        ref_diff = torch.where(valid, ref_logprobs.to(dtype) - logp, zeros)  # [N, T]
-        kl = torch.exp(ref_diff) - ref_diff - 1  # [N, T], k3; 0 at padding
+        # padding zeroed on both sides first, so kl is 0 there whatever it held
+        kl = kl_k3(
+            torch.where(valid, logp, zeros), torch.where(valid, ref_logprobs.to(dtype), zeros)
+        )  # [N, T]
         if beta > 0:
             per_token = per_token + beta * kl
         metrics["kl"] = _masked_mean(kl, valid)

@@ -23,10 +23,10 @@ from mmrft.models.cache import DecodeCache
 from mmrft.models.forward import (
     PromptBatch,
     VisionFeatures,
-    _inner,
     as_ops,
     embed_with_vision,
     encode_vision,
+    hf_core,
     rope_positions,
 )
 from mmrft.sampling import SamplingParams, draw, filter_logits, sequence_keys, uniforms
@@ -76,6 +76,12 @@ def _repeat(x: Tensor, G: int) -> Tensor:
     """[B, ...] -> [B*G, ...], each row G times in a row (``repeat_interleave`` as one expand + copy;
     always a new tensor, never a stride-0 view)."""
     return x[:, None].expand(x.shape[0], G, *x.shape[1:]).contiguous().view(x.shape[0] * G, *x.shape[1:])
+
+
+def _scatter_rows(full: tuple[Tensor, ...], rows: Tensor, parts: tuple[Tensor, ...]) -> None:
+    """Write the decode batch's rows (``rows``: their original indices) back into the [N, ...] results."""
+    for f, part in zip(full, parts):
+        f[rows] = part
 
 
 def _step_mask_builder(text_config, prompt_mask: Tensor) -> Callable[[Tensor, int], Tensor | dict]:
@@ -190,7 +196,7 @@ def generate(
     compact: drop finished sequences from the decode batch (when a quarter of it has finished); the
     completions are the same either way. A rank whose sequences all stopped keeps one row and runs on.
     """
-    inner = _inner(model)
+    inner = hf_core(model)
     ops = as_ops(model)
     tok = processor.tokenizer
     device = prompts.input_ids.device
@@ -229,10 +235,6 @@ def generate(
     lengths = torch.zeros(N, dtype=torch.long, device=device)
     result = (tokens.clone(), logprobs.clone(), lengths.clone())  # [N, ...] by original index
 
-    def flush():
-        for full, part in zip(result, (tokens, logprobs, lengths)):
-            full[rows] = part
-
     for t in range(T_max):
         scaled = last / lp_temperature if lp_temperature != 1.0 else last  # [n, V]
         lse = torch.logsumexp(scaled, -1)  # of the unfiltered distribution (what training recomputes)
@@ -257,7 +259,7 @@ def generate(
             if running.numel() <= 0.75 * rows.numel():
                 if running.numel() == 0:  # every local sequence stopped, another rank's did not
                     running = running.new_zeros(1)
-                flush()
+                _scatter_rows(result, rows, (tokens, logprobs, lengths))
                 cache.keep_rows(running)
                 rows, keys, next_pos, attn, nxt = (x[running] for x in (rows, keys, next_pos, attn, nxt))
                 tokens, logprobs, lengths, done = (x[running] for x in (tokens, logprobs, lengths, done))
@@ -266,7 +268,7 @@ def generate(
         out = ops("lm", inputs_embeds=ops("embed", nxt[:, None]), attention_mask=step_mask(attn, P + t + 1),
                   position_ids=pos, cache=cache, use_cache=True)  # fmt: skip
         last = ops("head", out.last_hidden_state[:, -1]).float()
-    flush()
+    _scatter_rows(result, rows, (tokens, logprobs, lengths))
     tokens, logprobs, lengths = result
 
     T = max(int(lengths.max()) if N else 0, 1)

@@ -27,15 +27,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmrft import checkpoint, distributed, guard
+from mmrft import checkpoint, distributed, guard, memory
 from mmrft.config import Config, ConfigError, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
 from mmrft.evaluation import evaluate
 from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
-from mmrft.models.forward import VLMOps, completion_logprobs, encode_vision
+from mmrft.metrics import StepMetrics, per_pass
+from mmrft.models.forward import VLMOps
 from mmrft.models.loading import load_model
 from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
 from mmrft.scoring import RewardStack
+from mmrft.step import (
+    GroupLayout,
+    MicroBatch,
+    micro_batches,
+    policy_logprobs,
+    reference_features,
+    reference_logprobs,
+    step_features,
+)
 from mmrft.tracking import LogPosition, Tracker, plot_rewards
 from mmrft.watchdog import Watchdog, collective_limit
 
@@ -161,7 +171,7 @@ class Trainer:
             dtype=cfg.model.dtype,
             compute_dtype=cfg.model.compute_dtype,
             attn_implementation=cfg.model.attn_implementation,
-            with_reference=cfg.grpo.beta > 0,
+            with_reference=cfg.grpo.beta > 0 and cfg.model.lora_r <= 0,  # LoRA: the adapter disabled
             gradient_checkpointing=cfg.model.gradient_checkpointing,
             freeze_vision=cfg.model.freeze_vision,
             min_pixels=cfg.data.min_pixels,
@@ -194,6 +204,15 @@ class Trainer:
             for note in self.tracker.notes:
                 checkpoint.say(f"warning: {note}")
         self.tracker.advance(self.state["step"])
+        self._report_memory(amp or next(self.policy.parameters()).dtype)
+
+    def _report_memory(self, compute_dtype: torch.dtype) -> None:
+        """Every rank's memory at start-up (docs/metrics.md), printed once and written to memory.json."""
+        mine = memory.startup_report(self.policy, self.reference, self.cfg, self.info, compute_dtype)
+        with self._collective("the gather of memory reports"):
+            reports = distributed.gather_objects(mine)
+        if self.info.is_main:
+            memory.write_reports(reports, self.run_dir / "memory.json")
 
     # ---- helpers -------------------------------------------------------------------------------
     def stage_of(self, step: int) -> str:
@@ -201,9 +220,6 @@ class Trainer:
 
     def _all_done(self, flag: bool) -> bool:
         return distributed.all_true(flag, self.info)
-
-    def _micro_chunks(self, n_prompts: int, per_chunk: int) -> list[list[int]]:
-        return [list(range(i, min(i + per_chunk, n_prompts))) for i in range(0, n_prompts, per_chunk)]
 
     def _phase(self, name: str | None, where: str = "") -> None:
         """Tell the watchdog which phase the run is in (generation, reward, update, eval; None: none);
@@ -217,12 +233,6 @@ class Trainer:
         return collective_limit(
             what, self.cfg.watchdog.collective_s, self.cfg.distributed.timeout_s, self._where, self.info.rank
         )
-
-    def _sum_over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
-        keys = sorted(metrics)
-        local = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.info.device)
-        with self._collective("the sum of step metrics"):
-            return dict(zip(keys, distributed.all_reduce_sum(local).tolist()))
 
     def _optimizer_step(self, loss: float) -> dict[str, float]:
         """Clip and apply the accumulated gradients, unless ``loss`` (global) or the gradient norm is not
@@ -294,18 +304,24 @@ class Trainer:
         ids, mask = encode_targets(self.processor.tokenizer, texts, info.device)
         with self._collective("the SFT token count"):
             total_tokens = distributed.all_reduce_sum(mask.sum().float())
-        feats = encode_vision(self.policy, pb)
-        s2p = torch.arange(len(samples), device=info.device)
-        lp = completion_logprobs(self.policy, pb, feats, s2p, ids, mask)
-        out = sft_loss(lp, mask, total_tokens=total_tokens)
+        layout = GroupLayout(pb.size, 1)  # one target per prompt
+        zeros = torch.zeros(pb.size, device=info.device)
+        (mb,) = micro_batches(layout, pb, ids, mask, mask.float(), zeros, pb.size)
+        out = sft_loss(policy_logprobs(self.policy, mb), mask, total_tokens=total_tokens)
         (out.loss * distributed.loss_scale(info)).backward()
-        metrics = self._sum_over_ranks({"loss": float(out.loss.detach()), "tokens": float(mask.sum())})
+        m = StepMetrics()
+        m.add_sum("loss", float(out.loss.detach()))
+        m.add_sum("tokens", out.metrics["tokens"])
+        m.add_mean("nll", out.metrics["nll"], out.metrics["tokens"])
+        with self._collective("the reduction of step metrics"):
+            metrics = m.reduce(info)
         return {**metrics, **self._optimizer_step(metrics["loss"])}
 
     # ---- one GRPO step ---------------------------------------------------------------------------
     def grpo_step(self, step: int, grpo_step: int) -> tuple[dict[str, float], list[dict]]:
         cfg, info = self.cfg, self.info
         G, mu = cfg.rollout.group_size, cfg.grpo.num_iterations
+        peaks = memory.PhasePeaks(info.device)
         self._phase("generation")
         idx, positions = step_indices(
             grpo_step,
@@ -318,28 +334,34 @@ class Trainer:
         )
         samples = [self.data.train[i] for i in idx]
         self._batch_ids = [s.id for s in samples]
-        pb = encode_prompts(self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device)
         sampling = SamplingParams(
             cfg.rollout.max_completion_length, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k
         )
-        self.policy.eval()
-        ro = generate(
-            self.policy,
-            self.processor,
-            pb,
-            G,
-            sampling,
-            [sample_seed(cfg.train.seed, p) for p in positions],
-            all_done=self._all_done,
-        )
-        self.policy.train()
+        with peaks.phase("rollout"):
+            pb = encode_prompts(
+                self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device
+            )
+            layout = GroupLayout(pb.size, G)
+            self.policy.eval()
+            feats = step_features(self.policy, pb)  # the vision tower once for the whole step
+            ro = generate(
+                self.policy,
+                self.processor,
+                pb,
+                G,
+                sampling,
+                [sample_seed(cfg.train.seed, p) for p in positions],
+                feats=feats,
+                all_done=self._all_done,
+            )
+            self.policy.train()
         seq_samples = [samples[b] for b in ro.seq_to_prompt.tolist()]
         self._phase("reward")
         scored = self.rewards(ro.texts, seq_samples)
         self._phase("update")
 
         # advantages over the GLOBAL batch (identical to one process holding every prompt)
-        N = len(ro.texts)
+        N = layout.sequences
         with self._collective("the all-gather of rewards"):
             rewards_all = distributed.all_gather_tensor(scored.total.to(info.device)).cpu()  # [W*N]
         advantages = group_advantages(rewards_all, G, cfg.grpo.scale_rewards)[
@@ -349,7 +371,7 @@ class Trainer:
         keep = torch.ones(N, dtype=torch.bool)
         zero_std = zero_variance_groups(scored.total, G)  # [B]
         if cfg.grpo.drop_zero_variance_groups:
-            keep = ~zero_std.repeat_interleave(G)
+            keep = ~layout.per_sequence(zero_std)
             mask = mask * keep.to(mask.device)[:, None]
         # clamped: when dynamic sampling drops every group the loss is 0, not 0/0
         with self._collective("the token and sequence counts"):
@@ -357,76 +379,61 @@ class Trainer:
             total_seqs = distributed.all_reduce_sum(keep.sum().float().to(info.device)).clamp(min=1.0)
         advantages = advantages.to(info.device)
         temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
-        chunks = self._micro_chunks(pb.size, cfg.train.micro_batch_size // G)
+        mbs = micro_batches(
+            layout, pb, ro.completion_ids, ro.completion_mask, mask, advantages,
+            cfg.train.micro_batch_size // G, feats, temperature,
+        )  # fmt: skip
 
-        def seqs_of(chunk):
-            return torch.cat([torch.arange(b * G, (b + 1) * G) for b in chunk]).to(info.device)
+        with peaks.phase("reference"), torch.no_grad():
+            ref_lp: list[torch.Tensor] | None = None
+            if cfg.grpo.beta > 0:
+                ref_feats = reference_features(self.policy, self.reference, pb, feats)
+                ref_lp = [reference_logprobs(self.policy, self.reference, mb, ref_feats) for mb in mbs]
+            old_lp = [policy_logprobs(self.policy, mb) for mb in mbs] if mu > 1 else None
+        with peaks.phase("update"):
+            passes = [self._update(mbs, ref_lp, old_lp, total_tokens, total_seqs) for _ in range(mu)]
 
-        def logprobs(model, chunk):
-            sub = pb.select(chunk)
-            s2p = torch.arange(len(chunk), device=info.device).repeat_interleave(G)
-            seqs = seqs_of(chunk)
-            feats = encode_vision(model, sub)
-            return completion_logprobs(
-                model,
-                sub,
-                feats,
-                s2p,
-                ro.completion_ids[seqs],
-                ro.completion_mask[seqs],
-                temperature,
-            )
-
-        ref_lp, old_lp = {}, {}
-        with torch.no_grad():
-            for k, chunk in enumerate(chunks):
-                if self.reference is not None:
-                    ref_lp[k] = logprobs(self.reference, chunk)
-                if mu > 1:
-                    old_lp[k] = logprobs(self.policy, chunk)
-        metrics: dict[str, float] = {}
-        for _ in range(mu):
-            acc: dict[str, float] = {}
-            loss_sum = 0.0
-            for k, chunk in enumerate(chunks):
-                seqs = seqs_of(chunk)
-                lp = logprobs(self.policy, chunk)
-                out = policy_loss(
-                    lp, old_lp[k] if mu > 1 else lp.detach(), advantages[seqs], mask[seqs],
-                    epsilon_low=cfg.grpo.epsilon_low, epsilon_high=cfg.grpo.epsilon_high,
-                    ref_logprobs=ref_lp.get(k), beta=cfg.grpo.beta, aggregation=cfg.grpo.loss_aggregation,
-                    max_completion_length=cfg.rollout.max_completion_length,
-                    importance_level=cfg.grpo.importance_level, total_tokens=total_tokens, total_seqs=total_seqs,
-                )  # fmt: skip
-                (out.loss * distributed.loss_scale(info)).backward()
-                loss_sum += float(out.loss.detach())
-                w = float(mask[seqs].sum()) / max(float(total_tokens), 1.0)  # share of the GLOBAL tokens
-                for m, v in out.metrics.items():
-                    if m in ("clip_frac", "clip_frac_low", "clip_frac_high", "kl", "ratio_mean"):
-                        acc[m] = acc.get(m, 0.0) + w * v
-            metrics = {"loss": loss_sum, **acc}
-            metrics = self._sum_over_ranks(metrics)  # each rank holds its share of the global loss
-            metrics.update(self._optimizer_step(metrics["loss"]))
-
-        groups = rewards_all.view(-1, G)
-        metrics.update(scored.metrics)
-        metrics.update({
-            "reward": float(rewards_all.nanmean()),
-            "reward_std": float(groups.std(dim=1).nanmean()),
-            "completion_len": float(ro.completion_mask.sum(1).float().mean()),
-            "truncated_frac": float(ro.truncated.float().mean()),
-            "zero_std_frac": float(zero_std.float().mean()),
-        })  # fmt: skip
+        m = StepMetrics()
+        m.add_rewards(scored)
+        m.add_mean("completion_len", float(ro.completion_mask.sum(1).float().mean()), N)
+        m.add_mean("truncated_frac", float(ro.truncated.float().mean()), N)
+        m.add_mean("zero_std_frac", float(zero_std.float().mean()), layout.prompts)
+        for name, v in peaks.metrics().items():
+            m.add_max(name, v)
+        m.add_global("reward", float(rewards_all.nanmean()))
+        m.add_global("reward_std", float(layout.groups(rewards_all).std(dim=1).nanmean()))
+        with self._collective("the reduction of step metrics"):
+            metrics = {**per_pass(passes), **m.reduce(info)}
         rows = (
-            self._sample_rows(ro, samples, scored, advantages)
+            self._sample_rows(ro, layout, samples, scored, advantages)
             if step % max(1, cfg.train.sample_every) == 0
             else []
         )
         return metrics, rows
 
-    def _sample_rows(self, ro: Rollout, samples, scored, advantages) -> list[dict]:
+    def _update(self, mbs: list[MicroBatch], ref_lp, old_lp, total_tokens, total_seqs) -> dict[str, float]:
+        """One of the mu passes: every micro-batch's loss backward, then one optimizer step."""
+        cfg = self.cfg
+        m = StepMetrics()
+        for k, mb in enumerate(mbs):
+            lp = policy_logprobs(self.policy, mb)
+            out = policy_loss(
+                lp, old_lp[k] if old_lp is not None else lp.detach(), mb.advantages, mb.loss_mask,
+                epsilon_low=cfg.grpo.epsilon_low, epsilon_high=cfg.grpo.epsilon_high,
+                ref_logprobs=ref_lp[k] if ref_lp is not None else None, beta=cfg.grpo.beta,
+                aggregation=cfg.grpo.loss_aggregation, max_completion_length=cfg.rollout.max_completion_length,
+                importance_level=cfg.grpo.importance_level, total_tokens=total_tokens, total_seqs=total_seqs,
+            )  # fmt: skip
+            (out.loss * distributed.loss_scale(self.info)).backward()
+            m.add_sum("loss", float(out.loss.detach()))  # each rank holds its share of the global loss
+            m.add_loss_metrics(out.metrics, mb.tokens, len(mb.seqs))
+        with self._collective("the reduction of step metrics"):
+            metrics = m.reduce(self.info)
+        metrics.update(self._optimizer_step(metrics["loss"]))
+        return metrics
+
+    def _sample_rows(self, ro: Rollout, layout: GroupLayout, samples, scored, advantages) -> list[dict]:
         rows = []
-        G = ro.group_size
         for b in range(min(2, len(samples))):
             prompt_text = (
                 " ".join(
@@ -438,8 +445,8 @@ class Trainer:
                 if isinstance(samples[b].prompt[0].get("content"), list)
                 else str(samples[b].prompt)
             )
-            for g in range(G):
-                n = b * G + g
+            for g in range(layout.group_size):
+                n = layout.seq(b, g)
                 rows.append({
                     "id": samples[b].id, "prompt": prompt_text, "completion": ro.texts[n],
                     "solution": samples[b].solution, "reward": float(scored.total[n]),

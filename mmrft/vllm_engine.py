@@ -430,9 +430,9 @@ def policy_weights(model, skip_frozen_vision: bool = True) -> Iterator[tuple[str
     parameters are yielded without a copy: do not change the model while a consumer holds them.
     """
     from mmrft.distributed import full_parameters
-    from mmrft.models.forward import _inner
+    from mmrft.models.forward import hf_core
 
-    skip_vision = skip_frozen_vision and _vision_frozen(_inner(model))
+    skip_vision = skip_frozen_vision and _vision_frozen(hf_core(model))
     for name, tensor in full_parameters(model):
         target = _engine_name(name)
         if target is None or (skip_vision and target.startswith("model.visual.")):

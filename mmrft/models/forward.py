@@ -120,7 +120,7 @@ class VisionFeatures:
         return VisionFeatures([self.image_feats[b] for b in prompts], [self.video_feats[b] for b in prompts])
 
 
-def _inner(model):
+def hf_core(model):
     """The Qwen*VLForConditionalGeneration under a VLMOps / peft wrapper."""
     if isinstance(model, VLMOps):
         model = model.hf
@@ -143,7 +143,7 @@ class VLMOps(torch.nn.Module):
 
     @property
     def config(self):
-        return _inner(self.hf).config
+        return hf_core(self.hf).config
 
     def forward(self, op: str, *args, **kwargs):
         if self.compute_dtype is None:
@@ -153,7 +153,7 @@ class VLMOps(torch.nn.Module):
             return self._run(op, *args, **kwargs)
 
     def _run(self, op: str, *args, **kwargs):
-        inner = _inner(self.hf)
+        inner = hf_core(self.hf)
         if op == "image":
             return inner.model.get_image_features(*args, return_dict=True).pooler_output
         if op == "video":
@@ -194,7 +194,7 @@ def encode_vision(model, batch: PromptBatch) -> VisionFeatures:
 
 def rope_positions(model, input_ids, mm_token_type_ids, attention_mask, image_grid_thw, video_grid_thw, spg):
     """M-RoPE positions [3, B, P] and the next free position [B] for left-padded prompts."""
-    core = _inner(model).model
+    core = hf_core(model).model
     kwargs: dict[str, Any] = {}
     if spg is not None:
         kwargs["second_per_grid_ts"] = spg
@@ -216,7 +216,7 @@ def rope_positions(model, input_ids, mm_token_type_ids, attention_mask, image_gr
 
 def embed_with_vision(model, input_ids: Tensor, feats: VisionFeatures, seq_to_prompt: Tensor) -> Tensor:
     """Token embeddings [N, L, H] with each sequence's prompt features scattered into its vision tokens."""
-    inner = _inner(model)
+    inner = hf_core(model)
     embeds = as_ops(model)("embed", input_ids)
     order = seq_to_prompt.tolist()
     for token_id, per_prompt in (
@@ -278,7 +278,7 @@ def head_logprobs(
     """
     ops = as_ops(model)
     M = hidden.shape[0]
-    size = chunk_tokens or max(1, LOGITS_BUDGET // _inner(model).lm_head.out_features)
+    size = chunk_tokens or max(1, LOGITS_BUDGET // hf_core(model).lm_head.out_features)
     if M <= size:
         return _chunk_logprobs(ops, hidden, tokens, temperature)
     parts = []
@@ -294,7 +294,7 @@ def head_logprobs(
 def vision_frozen(model) -> bool:
     """True when no vision-tower parameter trains: features computed once without grad then serve the
     policy forward too (and the reference's, which shares the frozen weights)."""
-    return not any(p.requires_grad for p in _inner(model).model.visual.parameters())
+    return not any(p.requires_grad for p in hf_core(model).model.visual.parameters())
 
 
 def _check_features(model, feats: VisionFeatures) -> None:
@@ -332,7 +332,7 @@ def _shared_prefix_hidden(model, prompts, feats, seq_to_prompt, completion_ids, 
     completion, or None when the decoder dropped the cache (a transformers without the checkpoint flag)."""
     ops = as_ops(model)
     T = completion_ids.shape[1]
-    layers = _inner(model).model.language_model.layers
+    layers = hf_core(model).model.language_model.layers
     capture = PrefixCapture(len(layers))
     prompt_embeds = embed_with_vision(
         model, prompts.input_ids, feats, torch.arange(prompts.size, device=seq_to_prompt.device)

@@ -151,6 +151,6 @@ def load_model(
 
 def vision_tower(model) -> torch.nn.Module:
     """The vision encoder of a Qwen2-VL / Qwen2.5-VL model (works through a peft wrapper too)."""
-    from mmrft.models.forward import _inner
+    from mmrft.models.forward import hf_core
 
-    return _inner(model).model.visual
+    return hf_core(model).model.visual

@@ -16,6 +16,11 @@ PLUGIN = str(Path(__file__).with_name("reward_plugins.py")) + ":length_reward"
 WALL_CLOCK = {"step_time"}
 
 
+def _measured(name: str) -> bool:
+    """Wall-clock time and peak memory: measurements that differ from run to run."""
+    return name in WALL_CLOCK or name.startswith("mem/")
+
+
 def _cfg(run: Path, tiny_model_dir, shapes_dir, *extra):
     return load_config(None, [
         f"model.path={tiny_model_dir}", f"train.output_dir={run}",
@@ -31,7 +36,7 @@ def _cfg(run: Path, tiny_model_dir, shapes_dir, *extra):
 
 
 def _rows(path: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in read_jsonl(path)]
+    return [{k: v for k, v in r.items() if not _measured(k)} for r in read_jsonl(path)]
 
 
 def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
@@ -42,7 +47,7 @@ def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {
         tag: [(e.step, e.value) for e in acc.Scalars(tag)]
         for tag in acc.Tags()["scalars"]
-        if tag.rsplit("/", 1)[-1] not in WALL_CLOCK
+        if not _measured(tag.split("/", 1)[-1])  # "<stage>/<metric>"
     }
 
 

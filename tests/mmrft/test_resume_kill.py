@@ -1,6 +1,6 @@
 """SIGKILL a real `mmrft train` process at seeded random points, mid-model_init, mid-checkpoint and
 mid-export included, resume each time, and get exactly the uninterrupted run: the same final weights,
-metrics.jsonl and samples.jsonl (step_time, a wall-clock field, left out of the comparison)."""
+metrics.jsonl and samples.jsonl (step_time and the mem/* peaks, measurements, left out of the comparison)."""
 
 import json
 import os
@@ -46,7 +46,10 @@ def _launch(cfg: Path, run: Path, log: Path) -> subprocess.Popen:
 
 
 def _rows(path: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "step_time"} for r in read_jsonl(path)]
+    return [
+        {k: v for k, v in r.items() if k != "step_time" and not k.startswith("mem/")}
+        for r in read_jsonl(path)
+    ]
 
 
 def _kill_when(proc: subprocess.Popen, fired, delay: float = 0.0, timeout: float = 300) -> bool:
