@@ -30,11 +30,12 @@ from tqdm.auto import tqdm
 from mmrft import checkpoint, distributed, guard
 from mmrft.config import Config, ConfigError, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
+from mmrft.engines import MismatchMeter, build_engine
 from mmrft.evaluation import evaluate
-from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
+from mmrft.grpo import group_advantages, policy_loss, sft_loss, tis_weights, zero_variance_groups
 from mmrft.models.forward import VLMOps, completion_logprobs, encode_vision
 from mmrft.models.loading import load_model
-from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
+from mmrft.rollout import Rollout, SamplingParams, encode_prompts
 from mmrft.scoring import RewardStack
 from mmrft.tracking import LogPosition, Tracker, plot_rewards
 from mmrft.watchdog import Watchdog, collective_limit
@@ -175,6 +176,7 @@ class Trainer:
             self.reference = distributed.wrap(VLMOps(loaded.reference, amp), self.info)
         self.rewards = RewardStack(cfg.rewards, self.info.device)
         self.data = build_datasets(cfg, files)
+        self.engine = build_engine(cfg, model_path, self.processor, self.info.world_size > 1)
         self.state: dict[str, Any] = {"step": 0, "optimizer_stage": self.stage_of(0)}
         self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, self.state["optimizer_stage"])
         if start is not None:
@@ -323,9 +325,10 @@ class Trainer:
             cfg.rollout.max_completion_length, cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.top_k
         )
         self.policy.eval()
-        ro = generate(
+        ro = self.engine.generate(  # rollout.engine: hf (our decode loop) or vllm (mmrft.engines)
             self.policy,
             self.processor,
+            samples,
             pb,
             G,
             sampling,
@@ -385,18 +388,26 @@ class Trainer:
                 if mu > 1:
                     old_lp[k] = logprobs(self.policy, chunk)
         metrics: dict[str, float] = {}
-        for _ in range(mu):
+        mismatch = MismatchMeter(cfg.grpo.tis_cap)  # rollout/logprob_diff_*: the engine's vs our log-probs
+        for it in range(mu):
             acc: dict[str, float] = {}
             loss_sum = 0.0
             for k, chunk in enumerate(chunks):
                 seqs = seqs_of(chunk)
                 lp = logprobs(self.policy, chunk)
+                old, weights = old_lp[k] if mu > 1 else lp.detach(), None
+                if ro.logprobs is not None:
+                    if it == 0:
+                        mismatch.add(old, ro.logprobs[seqs], mask[seqs])
+                    if cfg.grpo.tis_cap is not None:
+                        weights = tis_weights(old, ro.logprobs[seqs], mask[seqs], cfg.grpo.tis_cap)
                 out = policy_loss(
-                    lp, old_lp[k] if mu > 1 else lp.detach(), advantages[seqs], mask[seqs],
+                    lp, old, advantages[seqs], mask[seqs],
                     epsilon_low=cfg.grpo.epsilon_low, epsilon_high=cfg.grpo.epsilon_high,
                     ref_logprobs=ref_lp.get(k), beta=cfg.grpo.beta, aggregation=cfg.grpo.loss_aggregation,
                     max_completion_length=cfg.rollout.max_completion_length,
                     importance_level=cfg.grpo.importance_level, total_tokens=total_tokens, total_seqs=total_seqs,
+                    token_weights=weights,
                 )  # fmt: skip
                 (out.loss * distributed.loss_scale(info)).backward()
                 loss_sum += float(out.loss.detach())
@@ -407,6 +418,9 @@ class Trainer:
             metrics = {"loss": loss_sum, **acc}
             metrics = self._sum_over_ranks(metrics)  # each rank holds its share of the global loss
             metrics.update(self._optimizer_step(metrics["loss"]))
+        with self._collective("the gather of the rollout mismatch"):
+            metrics.update(mismatch.reduce(lambda t: distributed.all_gather_tensor(t.to(info.device)).cpu()))
+        metrics.update(self.engine.after_step(self.policy, grpo_step))  # weight sync on rollout.sync_every
 
         groups = rewards_all.view(-1, G)
         metrics.update(scored.metrics)
@@ -567,6 +581,7 @@ class Trainer:
             "wall_seconds": time.time() - self.t0,
             "steps": {"sft": cfg.sft.steps, "grpo": cfg.grpo.steps},
             "world_size": self.info.world_size,
+            "rollout_engine": self.engine.name,
         }
         skipped = {
             name: dict(ds.skipped) for name, ds in vars(self.data).items() if ds is not None and ds.skipped
