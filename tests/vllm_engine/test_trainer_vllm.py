@@ -139,3 +139,18 @@ def test_tis_cap_weights_the_loss_and_summary_records_the_engine(tmp_path, shape
     rows = _metrics(tmp_path)
     for r in rows:  # on-policy: every weight exp(~0) = 1, under the cap
         assert abs(r["rollout/tis_weight_mean"] - 1) < 1e-4 and r["rollout/tis_capped_frac"] == 0.0
+
+
+def test_an_engine_that_cannot_fit_names_the_field(tmp_path, shapes_dir, tiny_model_dir):
+    from mmrft.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"does not fit: .*rollout.kv_cache_gb=100000.0") as err:
+        Trainer(_cfg(tmp_path, shapes_dir, tiny_model_dir, "grpo.steps=1", "rollout.kv_cache_gb=100000"))
+    assert "\n" not in str(err.value)
+    if not torch.cuda.is_available():  # vLLM has no sleep mode on CPU
+        with pytest.raises(ConfigError, match=r"rollout.sleep_mode=true needs a CUDA/ROCm GPU"):
+            Trainer(
+                _cfg(
+                    tmp_path / "sleep", shapes_dir, tiny_model_dir, "grpo.steps=1", "rollout.sleep_mode=true"
+                )
+            )
