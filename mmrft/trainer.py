@@ -398,7 +398,7 @@ class Trainer:
                 old, weights = old_lp[k] if mu > 1 else lp.detach(), None
                 if ro.logprobs is not None:
                     if it == 0:
-                        mismatch.add(old, ro.logprobs[seqs], mask[seqs])
+                        mismatch.add(old, ro.logprobs[seqs], ro.completion_mask[seqs])
                     if cfg.grpo.tis_cap is not None:
                         weights = tis_weights(old, ro.logprobs[seqs], mask[seqs], cfg.grpo.tis_cap)
                 out = policy_loss(
