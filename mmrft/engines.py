@@ -1,8 +1,8 @@
 """The rollout engine the trainer generates with (``rollout.engine``), its weight-sync cadence, and the
 train/inference mismatch metrics.
 
-    engine = build_engine(cfg, model_path, processor, info)          # HFEngine or VLLMRolloutEngine
-    ro = engine.generate(policy, samples, prompts, G, params, seeds, all_done)   # Rollout, logprobs filled
+    engine = build_engine(cfg, model_path, processor, distributed)   # HFEngine or VLLMRolloutEngine
+    ro = engine.generate(policy, processor, samples, prompts, G, params, seeds, all_done)  # Rollout + logprobs
     ... loss, optimizer step(s) ...
     metrics.update(engine.after_step(policy, grpo_step))              # sync on cadence; rollout/* metrics
 

