@@ -130,6 +130,31 @@ class RolloutConfig:
     temperature: float = _f(1.0, "Sampling temperature for rollouts (0 = greedy).", ge=0)
     top_p: float = _f(1.0, "Nucleus sampling mass for rollouts.", gt=0, le=1)
     top_k: int = _f(0, "Top-k for rollouts; 0 = off.", ge=0)
+    engine: str = _f(
+        "hf",
+        "Rollout engine: hf (mmrft's decode loop) or vllm (a colocated vLLM; docs/vllm.md).",
+        ("hf", "vllm"),
+    )
+    sync_every: int = _f(
+        1,
+        "vllm: push the policy's weights to the engine every N GRPO steps (rollouts lag <= N - 1 steps).",
+        ge=1,
+    )
+    tensor_parallel_size: int = _f(1, "vllm: GPUs one engine spans (tensor parallel).", ge=1)
+    gpu_memory_utilization: float = _f(
+        0.5, "vllm: fraction of the GPU the engine may take (weights + KV cache).", gt=0, le=1
+    )
+    kv_cache_gb: float = _f(0.0, "vllm: KV cache in GiB; 0 = from gpu_memory_utilization (CPU: 1 GiB).", ge=0)
+    sleep_mode: bool = _f(False, "vllm: free the engine's GPU memory between rollouts (CUDA/ROCm only).")
+    enforce_eager: bool = _f(False, "vllm: no torch.compile / CUDA graphs (faster start, slower decode).")
+    dtype: str = _f(
+        "auto",
+        "vllm: engine weights dtype; auto = bfloat16 on CUDA, float32 on CPU.",
+        ("auto", "float32", "bfloat16", "float16"),
+    )
+    max_images_per_prompt: int = _f(4, "vllm: most images one prompt may carry (memory is reserved).", ge=0)
+    max_videos_per_prompt: int = _f(1, "vllm: most videos one prompt may carry.", ge=0)
+    enable_prefix_caching: bool = _f(True, "vllm: share a prompt's prefix KV cache between its G samples.")
 
 
 @dataclass
@@ -149,6 +174,11 @@ class GRPOConfig:
     )
     num_iterations: int = _f(1, "mu: policy updates per rollout batch (old log-probs stored when > 1).", ge=1)
     drop_zero_variance_groups: bool = _f(False, "Drop groups whose rewards are all equal (dynamic sampling).")
+    tis_cap: float | None = _f(
+        None,
+        "Truncated importance sampling: weight each token's loss by min(exp(logp_trainer - logp_rollout), cap).",
+        gt=0,
+    )
 
 
 @dataclass
@@ -530,6 +560,11 @@ def validate(cfg: Config) -> None:
         )
     if not cfg.rewards:
         raise ConfigError("rewards: at least one reward is needed")
+    if cfg.rollout.engine == "vllm":
+        from mmrft.vllm_engine import INSTALL_HINT, vllm_installed
+
+        if not vllm_installed():
+            raise ConfigError(f"rollout.engine=vllm: {INSTALL_HINT}")
     _check_rewards(cfg.rewards)
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "policy_loss",
     "register_loss_agg",
     "sft_loss",
+    "tis_weights",
     "zero_variance_groups",
 ]
 
@@ -264,6 +265,7 @@ def policy_loss(
     importance_level: str = "token",
     total_tokens: float | Tensor | None = None,
     total_seqs: float | Tensor | None = None,
+    token_weights: Tensor | None = None,
 ) -> LossOutput:
     """Clipped surrogate loss of GRPO with clip-higher, optional k3 KL, and a registered aggregation.
 
@@ -295,6 +297,8 @@ def policy_loss(
         total_seqs: sequences in the whole optimizer step; ``seq_mean_token_mean`` and
             ``seq_mean_token_sum_norm`` divide by it (times max_completion_length for the latter)
             instead of N. With either given, the trainer sums micro-batch losses (module docstring).
+        token_weights: [N, T] no-grad weights of each token's surrogate term (truncated importance
+            sampling, ``tis_weights``); the KL term is not weighted. None = 1 everywhere.
 
     Returns:
         LossOutput(loss [], metrics) with detached float metrics, means over this call's valid tokens:
@@ -328,6 +332,12 @@ def policy_loss(
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)  # [N, T]
     adv = advantages.to(dtype)[:, None]  # [N, 1]
     per_token = -torch.minimum(ratio * adv, clipped * adv)  # [N, T]
+    if token_weights is not None:
+        if token_weights.shape != logprobs.shape:
+            raise ValueError(
+                f"token_weights must be {tuple(logprobs.shape)}, got {tuple(token_weights.shape)}"
+            )
+        per_token = per_token * torch.where(valid, token_weights.detach().to(dtype), zeros)
 
     metrics: dict[str, float] = {}
     if ref_logprobs is not None:
@@ -357,6 +367,32 @@ def policy_loss(
         tokens=float(valid.sum().item()),
     )
     return LossOutput(loss, metrics)
+
+
+def tis_weights(old_logprobs: Tensor, rollout_logprobs: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """Truncated importance-sampling weights for rollouts sampled by another engine (vLLM) or from
+    older weights: ``min(exp(old_logprobs - rollout_logprobs), cap)`` per token (Yao et al., "Your
+    efficient RL framework secretly brings you off-policy RL training", as verl's ``tis_imp_ratio_cap``).
+
+    Args:
+        old_logprobs: [N, T] the trainer's log-probs of the sampled tokens under the rollout-time policy.
+        rollout_logprobs: [N, T] the log-probs the rollout engine reported for the same tokens.
+        mask: [N, T] bool or float, non-zero on completion tokens.
+        cap: the truncation, > 0.
+
+    Returns:
+        [N, T] detached weights, 0 on padding (whatever the inputs hold there).
+    """
+    if cap <= 0:
+        raise ValueError(f"cap must be > 0, got {cap}")
+    valid, _, dtype = _prepare(old_logprobs, mask)
+    if rollout_logprobs.shape != old_logprobs.shape:
+        raise ValueError(
+            f"rollout_logprobs must be {tuple(old_logprobs.shape)}, got {tuple(rollout_logprobs.shape)}"
+        )
+    zeros = torch.zeros((), dtype=dtype, device=old_logprobs.device)
+    log_w = torch.where(valid, old_logprobs.detach().to(dtype) - rollout_logprobs.detach().to(dtype), zeros)
+    return torch.where(valid, torch.exp(log_w).clamp(max=cap), zeros)  # [N, T]
 
 
 def sft_loss(logprobs: Tensor, mask: Tensor, *, total_tokens: float | Tensor | None = None) -> LossOutput:

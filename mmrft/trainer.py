@@ -30,12 +30,13 @@ from tqdm.auto import tqdm
 from mmrft import checkpoint, distributed, guard, memory
 from mmrft.config import Config, ConfigError, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
+from mmrft.engines import MismatchMeter, build_engine
 from mmrft.evaluation import evaluate
-from mmrft.grpo import group_advantages, policy_loss, sft_loss, zero_variance_groups
+from mmrft.grpo import group_advantages, policy_loss, sft_loss, tis_weights, zero_variance_groups
 from mmrft.metrics import StepMetrics, per_pass
 from mmrft.models.forward import VLMOps
 from mmrft.models.loading import load_model
-from mmrft.rollout import Rollout, SamplingParams, encode_prompts, generate
+from mmrft.rollout import Rollout, SamplingParams, encode_prompts
 from mmrft.scoring import RewardStack
 from mmrft.step import (
     GroupLayout,
@@ -185,6 +186,7 @@ class Trainer:
             self.reference = distributed.wrap(VLMOps(loaded.reference, amp), self.info)
         self.rewards = RewardStack(cfg.rewards, self.info.device)
         self.data = build_datasets(cfg, files)
+        self.engine = build_engine(cfg, model_path, self.processor, self.info.world_size > 1)
         self.state: dict[str, Any] = {"step": 0, "optimizer_stage": self.stage_of(0)}
         self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, self.state["optimizer_stage"])
         if start is not None:
@@ -344,9 +346,10 @@ class Trainer:
             layout = GroupLayout(pb.size, G)
             self.policy.eval()
             feats = step_features(self.policy, pb)  # the vision tower once for the whole step
-            ro = generate(
+            ro = self.engine.generate(  # rollout.engine: hf (our decode loop) or vllm (mmrft.engines)
                 self.policy,
                 self.processor,
+                samples,
                 pb,
                 G,
                 sampling,
@@ -390,8 +393,16 @@ class Trainer:
                 ref_feats = reference_features(self.policy, self.reference, pb, feats)
                 ref_lp = [reference_logprobs(self.policy, self.reference, mb, ref_feats) for mb in mbs]
             old_lp = [policy_logprobs(self.policy, mb) for mb in mbs] if mu > 1 else None
+        # the engine's log-probs of its sampled tokens (vLLM; our own loop reports them too)
+        engine_lp = [ro.logprobs[mb.seqs] for mb in mbs] if ro.logprobs is not None else None
+        mismatch = MismatchMeter(cfg.grpo.tis_cap)  # rollout/logprob_diff_*: the engine's vs our log-probs
         with peaks.phase("update"):
-            passes = [self._update(mbs, ref_lp, old_lp, total_tokens, total_seqs) for _ in range(mu)]
+            passes = [
+                self._update(
+                    mbs, ref_lp, old_lp, total_tokens, total_seqs, engine_lp, mismatch if i == 0 else None
+                )
+                for i in range(mu)
+            ]
 
         m = StepMetrics()
         m.add_rewards(scored)
@@ -404,6 +415,9 @@ class Trainer:
         m.add_global("reward_std", float(layout.groups(rewards_all).std(dim=1).nanmean()))
         with self._collective("the reduction of step metrics"):
             metrics = {**per_pass(passes), **m.reduce(info)}
+        with self._collective("the gather of the rollout mismatch"):
+            metrics.update(mismatch.reduce(lambda t: distributed.all_gather_tensor(t.to(info.device)).cpu()))
+        metrics.update(self.engine.after_step(self.policy, grpo_step))  # weight sync on rollout.sync_every
         rows = (
             self._sample_rows(ro, layout, samples, scored, advantages)
             if step % max(1, cfg.train.sample_every) == 0
@@ -411,18 +425,31 @@ class Trainer:
         )
         return metrics, rows
 
-    def _update(self, mbs: list[MicroBatch], ref_lp, old_lp, total_tokens, total_seqs) -> dict[str, float]:
-        """One of the mu passes: every micro-batch's loss backward, then one optimizer step."""
+    def _update(
+        self, mbs: list[MicroBatch], ref_lp, old_lp, total_tokens, total_seqs, engine_lp=None, mismatch=None
+    ) -> dict[str, float]:
+        """One of the mu passes: every micro-batch's loss backward, then one optimizer step.
+
+        engine_lp: per micro-batch, the rollout engine's log-probs [n, T] of its sampled tokens (None
+        when it gave none): with ``grpo.tis_cap`` they weight each token's surrogate term, and
+        ``mismatch`` (the first pass only) measures them against the trainer's."""
         cfg = self.cfg
         m = StepMetrics()
         for k, mb in enumerate(mbs):
             lp = policy_logprobs(self.policy, mb)
+            old, weights = old_lp[k] if old_lp is not None else lp.detach(), None
+            if engine_lp is not None:
+                if mismatch is not None:
+                    mismatch.add(old, engine_lp[k], mb.completion_mask)
+                if cfg.grpo.tis_cap is not None:
+                    weights = tis_weights(old, engine_lp[k], mb.loss_mask, cfg.grpo.tis_cap)
             out = policy_loss(
-                lp, old_lp[k] if old_lp is not None else lp.detach(), mb.advantages, mb.loss_mask,
+                lp, old, mb.advantages, mb.loss_mask,
                 epsilon_low=cfg.grpo.epsilon_low, epsilon_high=cfg.grpo.epsilon_high,
                 ref_logprobs=ref_lp[k] if ref_lp is not None else None, beta=cfg.grpo.beta,
                 aggregation=cfg.grpo.loss_aggregation, max_completion_length=cfg.rollout.max_completion_length,
                 importance_level=cfg.grpo.importance_level, total_tokens=total_tokens, total_seqs=total_seqs,
+                token_weights=weights,
             )  # fmt: skip
             (out.loss * distributed.loss_scale(self.info)).backward()
             m.add_sum("loss", float(out.loss.detach()))  # each rank holds its share of the global loss
@@ -574,6 +601,7 @@ class Trainer:
             "wall_seconds": time.time() - self.t0,
             "steps": {"sft": cfg.sft.steps, "grpo": cfg.grpo.steps},
             "world_size": self.info.world_size,
+            "rollout_engine": self.engine.name,
         }
         skipped = {
             name: dict(ds.skipped) for name, ds in vars(self.data).items() if ds is not None and ds.skipped

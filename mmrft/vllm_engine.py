@@ -49,6 +49,18 @@ INSTALL_HINT = (
 )
 
 
+def vllm_installed() -> bool:
+    """Whether vLLM itself is importable (not a namespace package made of some folder named ``vllm``),
+    found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("vllm")
+    except (ImportError, ValueError):  # sys.modules["vllm"] is None or has no spec
+        return False
+    return spec is not None and spec.origin is not None
+
+
 def import_vllm():
     """The ``vllm`` module, imported in-process mode; a one-line ImportError saying what to install."""
     # the engine core runs in this process, where its model can be reached for weight updates
