@@ -98,6 +98,12 @@ class SyntheticConfig:
     distractors: int | None = _f(
         None, "Most shapes of other kinds per image; None = the task's default (0 counting, 2 else).", ge=0
     )
+    min_size_frac: float | None = _f(
+        None, "Smallest shape side as a fraction of image_size; None = the task's default.", gt=0, le=1
+    )
+    max_size_frac: float | None = _f(
+        None, "Largest shape side as a fraction of image_size; None = the task's default.", gt=0, le=1
+    )
     empty_frac: float = _f(
         0.2, 'Share of detection records with no target (the "no objects" case).', ge=0, le=1
     )

@@ -72,11 +72,15 @@ def write_synthetic(cfg, data_dir: Path) -> dict[str, Path]:
     else:
         write = write_shapes_dataset
         common.update(max_count=syn.max_count, distractors=syn.distractors, empty_frac=syn.empty_frac)
+        common.update(min_size_frac=syn.min_size_frac, max_size_frac=syn.max_size_frac)
         common.update(combos=syn.combos)
         if syn.task == "classification":
             common["question"] = syn.question
     tmp = tmp_dir_for(data_dir)  # written aside and swapped in whole: a kill never leaves half a split
-    write(tmp, n=syn.n_train, seed=syn.seed, split="train", **common)
+    try:
+        write(tmp, n=syn.n_train, seed=syn.seed, split="train", **common)
+    except ValueError as e:  # a combination of settings the generator refuses (sizes, colours)
+        raise ConfigError(f"data.synthetic: {e}") from None
     write(tmp, n=syn.n_eval, seed=syn.seed + 1, split="heldout", **common)
     if syn.n_shifted:
         default_d = 0 if syn.task in ("counting", "classification") else 2

@@ -71,3 +71,23 @@ def test_bad_synthetic_settings_are_one_line_config_errors(tmp_path):
         write_synthetic(
             _cfg("data.synthetic.task=temporal_grounding", "data.synthetic.n_shifted=3"), tmp_path
         )
+
+
+def test_shape_size_settings_reach_the_generator(tmp_path):
+    cfg = _cfg(
+        "data.synthetic.task=grounding",
+        "data.synthetic.distractors=1",
+        "data.synthetic.min_size_frac=0.3",
+        "data.synthetic.max_size_frac=0.4",
+    )
+    recs = _records(write_synthetic(cfg, tmp_path)["train"])
+    for r in recs:  # every shape is drawn in a 34-45 px square of the 112 px image
+        for o in r["meta"]["objects"]:
+            x1, y1, x2, y2 = o["box"]
+            assert max(x2 - x1, y2 - y1) <= 45
+    sides = [
+        max(o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]) for r in recs for o in r["meta"]["objects"]
+    ]
+    assert min(sides) >= 33 and max(sides) >= 40
+    with pytest.raises(ConfigError, match="data.synthetic: need 0 < min_size_frac <= max_size_frac"):
+        write_synthetic(_cfg("data.synthetic.max_size_frac=0.1"), tmp_path / "x")
