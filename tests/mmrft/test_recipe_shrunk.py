@@ -12,7 +12,7 @@ def test_shrunk_grounding_recipe_writes_boxes_and_gets_an_iou_reward(tmp_path, t
     cfg = load_config("configs/cpu_grounding.yaml", [
         f"model.path={tiny_model_dir}", f"train.output_dir={tmp_path / 'run'}",
         "data.synthetic.n_train=64", "data.synthetic.n_eval=8", "data.synthetic.n_shifted=0",
-        "data.synthetic.sft_examples=64", "sft.steps=40", "sft.lr=3e-3",
+        "data.synthetic.sft_examples=8", "sft.steps=60", "sft.lr=5e-3",
         "grpo.steps=2", "train.prompts_per_step=4", "rollout.group_size=4", "train.micro_batch_size=16",
         "eval.max_samples=8", "eval.batch_size=8", "train.eval_every=0",
         "train.progress_bar=false", "train.tensorboard=false", "train.plot=false",
