@@ -140,9 +140,11 @@ def make_shapes_record(
         solution = {"count": sum(o["shape"] == target for o in objects)}
         form = "number"
     elif task == "grounding":
-        # the target's own colour (the first same-shape kind could be a distractor, possibly repeated)
-        question = f"Find the {target_color} {target} in the image. {coord_sentence(coord_space)}"
-        box = next(o["box"] for o in objects if (o["shape"], o["color"]) == (target, target_color))
+        # with combos the target's own colour; without, the colour of the first shape of the target's
+        # kind, as the splits were always written (a same-shape distractor can be the one asked about)
+        color = target_color if combos != "all" else next(c for s, c in kinds if s == target)
+        question = f"Find the {color} {target} in the image. {coord_sentence(coord_space)}"
+        box = next(o["box"] for o in objects if (o["shape"], o["color"]) == (target, color))
         solution = {"box": box}
         form = BOX_FORM
     else:
