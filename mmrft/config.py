@@ -78,7 +78,11 @@ class ModelConfig:
 
 @dataclass
 class SyntheticConfig:
-    task: str = _f("classification", "Built-in synthetic task.", ("classification", "counting", "grounding"))
+    task: str = _f(
+        "classification",
+        "Built-in synthetic task (temporal_grounding writes MP4 videos).",
+        ("classification", "counting", "grounding", "detection", "temporal_grounding"),
+    )
     n_train: int = _f(4000, "Training records to generate.", ge=1)
     n_eval: int = _f(500, "Held-out records to generate (different seed).", ge=1)
     sft_examples: int = _f(64, "Labelled records for the SFT warm-up (taken from the training split).", ge=1)
@@ -90,6 +94,31 @@ class SyntheticConfig:
         ("answer_only", "think_answer", "plain"),
     )
     question: str = _f("shape", "What classification asks for: the shape, or its colour.", ("shape", "color"))
+    max_count: int = _f(5, "Most target shapes in a counting or detection image.", ge=1, le=20)
+    distractors: int | None = _f(
+        None, "Most shapes of other kinds per image; None = the task's default (0 counting, 2 else).", ge=0
+    )
+    min_size_frac: float | None = _f(
+        None, "Smallest shape side as a fraction of image_size; None = the task's default.", gt=0, le=1
+    )
+    max_size_frac: float | None = _f(
+        None, "Largest shape side as a fraction of image_size; None = the task's default.", gt=0, le=1
+    )
+    empty_frac: float = _f(
+        0.2, 'Share of detection records with no target (the "no objects" case).', ge=0, le=1
+    )
+    combos: str = _f(
+        "all",
+        "seen: train and held-out images leave out the (shape, colour) pairs the shifted split uses.",
+        ("all", "seen"),
+    )
+    n_shifted: int = _f(
+        0, "Records of a shifted split (unseen shape/colour pairs, more distractors); 0 = none.", ge=0
+    )
+    shifted_extra_distractors: int = _f(2, "Distractors the shifted split adds to `distractors`.", ge=0)
+    video_fps: int = _f(2, "Frames per second of the synthetic videos (temporal_grounding).", ge=1)
+    min_duration: int = _f(6, "Shortest synthetic video, in whole seconds.", ge=3)
+    max_duration: int = _f(8, "Longest synthetic video, in whole seconds.", ge=3)
 
 
 @dataclass
@@ -544,6 +573,11 @@ def validate(cfg: Config) -> None:
     if cfg.model.path is None and cfg.model.tiny is None:
         raise ConfigError("model.path: give a local checkpoint directory, or set model.tiny to tiny|small")
     d = cfg.data
+    if d.synthetic.min_duration > d.synthetic.max_duration:
+        raise ConfigError(
+            f"data.synthetic.min_duration={d.synthetic.min_duration} must be <= "
+            f"data.synthetic.max_duration={d.synthetic.max_duration}"
+        )
     if not 2 <= d.video_min_frames <= d.video_max_frames:
         raise ConfigError(
             f"data.video_min_frames={d.video_min_frames} and data.video_max_frames={d.video_max_frames}: "

@@ -8,6 +8,7 @@ Step ``s`` takes stream positions ``[s*B, (s+1)*B)``; rank ``r`` of ``W`` takes 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,30 +44,54 @@ def vision_spec(cfg) -> VisionSpec:
 
 
 def write_synthetic(cfg, data_dir: Path) -> dict[str, Path]:
-    """Write the built-in task's train / held-out splits (deterministic; skipped when already there)."""
+    """Write the built-in task's train / held-out splits, and the shifted split when
+    ``data.synthetic.n_shifted`` > 0 (deterministic; skipped when already there)."""
     from data_pipelines.synthetic import write_shapes_dataset
+    from data_pipelines.synthetic.video import write_video_dataset
 
     syn = cfg.data.synthetic
+    video = syn.task == "temporal_grounding"
+    if video and (syn.combos != "all" or syn.n_shifted):
+        raise ConfigError(
+            "data.synthetic.combos / n_shifted: the shifted split is made for the shape tasks, "
+            f"not {syn.task!r}; leave combos=all and n_shifted=0"
+        )
+    if video and syn.image_size % 2:
+        raise ConfigError(f"data.synthetic.image_size={syn.image_size}: videos need an even side")
     stamp = data_dir / "synthetic.json"
-    want = {
-        "task": syn.task,
-        "n_train": syn.n_train,
-        "n_eval": syn.n_eval,
-        "seed": syn.seed,
-        "image_size": syn.image_size,
-        "prompt_style": syn.prompt_style,
-        "question": syn.question,
-    }
+    want = {k: v for k, v in dataclasses.asdict(syn).items() if k != "sft_examples"}
     paths = {"train": data_dir / f"{syn.task}_train.jsonl", "eval": data_dir / f"{syn.task}_heldout.jsonl"}
+    if syn.n_shifted:
+        paths["shifted"] = data_dir / f"{syn.task}_shifted.jsonl"
     recover_dir(data_dir)
     if stamp.is_file() and json.loads(stamp.read_text()) == want and all(p.is_file() for p in paths.values()):
         return paths
-    common = dict(task=syn.task, image_size=syn.image_size, prompt_style=syn.prompt_style)
-    if syn.task == "classification":
-        common["question"] = syn.question
+    common: dict = dict(task=syn.task, image_size=syn.image_size, prompt_style=syn.prompt_style)
+    if video:
+        write = write_video_dataset
+        common.update(fps=syn.video_fps, min_duration=syn.min_duration, max_duration=syn.max_duration)
+    else:
+        write = write_shapes_dataset
+        common.update(max_count=syn.max_count, distractors=syn.distractors, empty_frac=syn.empty_frac)
+        common.update(min_size_frac=syn.min_size_frac, max_size_frac=syn.max_size_frac)
+        common.update(combos=syn.combos)
+        if syn.task == "classification":
+            common["question"] = syn.question
     tmp = tmp_dir_for(data_dir)  # written aside and swapped in whole: a kill never leaves half a split
-    write_shapes_dataset(tmp, n=syn.n_train, seed=syn.seed, split="train", **common)
-    write_shapes_dataset(tmp, n=syn.n_eval, seed=syn.seed + 1, split="heldout", **common)
+    try:
+        write(tmp, n=syn.n_train, seed=syn.seed, split="train", **common)
+    except ValueError as e:  # a combination of settings the generator refuses (sizes, colours)
+        raise ConfigError(f"data.synthetic: {e}") from None
+    write(tmp, n=syn.n_eval, seed=syn.seed + 1, split="heldout", **common)
+    if syn.n_shifted:
+        default_d = 0 if syn.task in ("counting", "classification") else 2
+        base_d = default_d if syn.distractors is None else syn.distractors
+        if syn.task == "classification":  # one shape per image: the shift is the unseen pairs alone
+            extra = 0
+        else:
+            extra = syn.shifted_extra_distractors
+        common.update(combos="unseen" if syn.combos == "seen" else "all", distractors=base_d + extra)
+        write(tmp, n=syn.n_shifted, seed=syn.seed + 2, split="shifted", **common)
     (tmp / stamp.name).write_text(json.dumps(want))
     replace_dir(tmp, data_dir)
     return paths

@@ -22,6 +22,7 @@ from data_pipelines.synthetic.draw import COLORS, SHAPES, background, draw_shape
 
 SHAPE_TASKS = ("classification", "counting", "grounding", "detection")
 CLASSIFICATION_QUESTIONS = ("shape", "color")
+COMBOS = ("all", "seen", "unseen")
 # Default shape side as a fraction of the canvas, per task: large for one shape, smaller for several.
 _SIZE_FRAC = {
     "classification": (0.35, 0.7),
@@ -44,6 +45,22 @@ def _pick(rng: np.random.Generator, items: Sequence[str]) -> str:
     return items[int(rng.integers(len(items)))]
 
 
+def is_unseen_pair(shape: str, color: str, shapes: Sequence[str], colors: Sequence[str]) -> bool:
+    """The (shape, colour) pairs a ``combos="seen"`` split never draws and ``"unseen"`` asks about: a
+    third of them, ``(shape index + colour index) % 3 == 0``, so every shape and every colour still
+    appears in the seen pairs (with 3 shapes and 6 colours: 6 of the 18 pairs)."""
+    return (list(shapes).index(shape) + list(colors).index(color)) % 3 == 0
+
+
+def _pick_color(rng, shape: str, shapes, colors, want: str) -> str:
+    """A colour for ``shape``: any (``want="all"``, one draw: the stream of a split without combos is
+    unchanged), a seen pair's or an unseen pair's (redrawn until it is one)."""
+    while True:
+        color = _pick(rng, colors)
+        if want == "all" or is_unseen_pair(shape, color, shapes, colors) == (want == "unseen"):
+            return color
+
+
 def make_shapes_record(
     i: int,
     task: str,
@@ -59,35 +76,47 @@ def make_shapes_record(
     prompt_style: str,
     coord_space: str,
     question: str = "shape",
+    combos: str = "all",
 ):
     """(image, question text, solution, objects) for record ``i``; objects lists every drawn shape.
 
     question: for classification, ask for the shape (label set ``shapes``) or its colour (``colors``).
+    combos: ``all`` (any shape/colour pair), ``seen`` (no shape is drawn in an unseen pair, see
+    ``is_unseen_pair``) or ``unseen`` (the shapes asked about are drawn in unseen pairs, others in any).
     """
     lo = max(4, int(round(size_frac[0] * image_size)))
     hi = max(lo, int(round(size_frac[1] * image_size)))
     target = _pick(rng, shapes)
     others = [s for s in shapes if s != target] or list(shapes)
+    other_want = "seen" if combos == "seen" else "all"
+
+    def tgt() -> tuple[str, str]:
+        return target, _pick_color(rng, target, shapes, colors, combos)
+
+    def other(pool: Sequence[str]) -> tuple[str, str]:
+        shape = _pick(rng, pool)
+        return shape, _pick_color(rng, shape, shapes, colors, other_want)
+
     if task == "classification":
-        kinds = [(target, _pick(rng, colors))]
+        kinds = [tgt()]
     elif task == "counting":
         k = int(rng.integers(1, max_count + 1))
         n_d = int(rng.integers(0, distractors + 1))
-        kinds = [(target, _pick(rng, colors)) for _ in range(k)]
-        kinds += [(_pick(rng, others), _pick(rng, colors)) for _ in range(n_d)]
+        kinds = [tgt() for _ in range(k)]
+        kinds += [other(others) for _ in range(n_d)]
     elif task == "grounding":
-        color = _pick(rng, colors)
+        _, target_color = tgt()
         n_d = int(rng.integers(0, distractors + 1))
-        kinds = [(target, color)]
+        kinds = [(target, target_color)]
         while len(kinds) < 1 + n_d:
-            cand = (_pick(rng, shapes), _pick(rng, colors))
-            if cand != (target, color):
+            cand = other(shapes)
+            if cand != (target, target_color):
                 kinds.append(cand)
     elif task == "detection":
         k = 0 if rng.random() < empty_frac else int(rng.integers(1, max_count + 1))
         n_d = int(rng.integers(0 if k else 1, distractors + 1)) if len(shapes) > 1 else 0
-        kinds = [(target, _pick(rng, colors)) for _ in range(k)]
-        kinds += [(_pick(rng, others), _pick(rng, colors)) for _ in range(n_d)]
+        kinds = [tgt() for _ in range(k)]
+        kinds += [other(others) for _ in range(n_d)]
     else:
         raise ValueError(f"task must be one of {SHAPE_TASKS}, got {task!r}")
     order = rng.permutation(len(kinds))
@@ -111,7 +140,9 @@ def make_shapes_record(
         solution = {"count": sum(o["shape"] == target for o in objects)}
         form = "number"
     elif task == "grounding":
-        color = next(c for s, c in kinds if s == target)  # the target's colour
+        # with combos the target's own colour; without, the colour of the first shape of the target's
+        # kind, as the splits were always written (a same-shape distractor can be the one asked about)
+        color = target_color if combos != "all" else next(c for s, c in kinds if s == target)
         question = f"Find the {color} {target} in the image. {coord_sentence(coord_space)}"
         box = next(o["box"] for o in objects if (o["shape"], o["color"]) == (target, color))
         solution = {"box": box}
@@ -145,6 +176,7 @@ def write_shapes_dataset(
     empty_frac: float = 0.2,
     coord_space: str = "pixel",
     question: str = "shape",
+    combos: str = "all",
 ) -> Path:
     """Write ``n`` shapes records of ``task``; returns the JSONL path ``out_dir/{task}_{split}.jsonl``.
 
@@ -155,10 +187,13 @@ def write_shapes_dataset(
     (default 0 for counting, 2 for grounding and detection). min/max_size_frac: shape side as a
     fraction of ``image_size`` (defaults per task, large enough for a tiny model at 112 px).
     background: ``plain`` (white) or ``noise``. question: classification asks for the ``shape``
-    (default) or the ``color`` of the one shape.
+    (default) or the ``color`` of the one shape. combos: ``all`` shape/colour pairs, only ``seen`` ones,
+    or ask about ``unseen`` ones (a shifted split: see ``is_unseen_pair``).
     """
     if question not in CLASSIFICATION_QUESTIONS:
         raise ValueError(f"question must be one of {CLASSIFICATION_QUESTIONS}, got {question!r}")
+    if combos not in COMBOS:
+        raise ValueError(f"combos must be one of {COMBOS}, got {combos!r}")
     if task not in SHAPE_TASKS:
         raise ValueError(f"task must be one of {SHAPE_TASKS}, got {task!r}")
     if prompt_style not in PROMPT_STYLES:
@@ -168,6 +203,10 @@ def write_shapes_dataset(
         raise ValueError(
             f"unknown or missing shapes/colors {unknown}; shapes: {SHAPES}, colors: {tuple(COLORS)}"
         )
+    if combos != "all" and not all(
+        {is_unseen_pair(s, c, shapes, colors) for c in colors} == {True, False} for s in shapes
+    ):
+        raise ValueError(f"combos={combos!r} needs every shape in a seen and an unseen pair; use 3+ colours")
     if n < 0 or image_size < 16:
         raise ValueError(f"need n >= 0 and image_size >= 16, got n={n}, image_size={image_size}")
     coord_sentence(coord_space)
@@ -187,7 +226,7 @@ def write_shapes_dataset(
         rng = _stream(seed, task, split, i)
         image, text, solution, objects = make_shapes_record(
             i, task, rng, image_size, shapes, colors, size_frac, background,
-            max_count, distractors, empty_frac, prompt_style, coord_space, question,
+            max_count, distractors, empty_frac, prompt_style, coord_space, question, combos,
         )  # fmt: skip
         rel = f"images/{name}/{i:05d}.png"
         image.save(out_dir / rel, format="PNG", compress_level=1)
