@@ -29,7 +29,11 @@ CONFIG = ROOT / "configs" / "cpu_shape_rft.yaml"
 COMMON = ["train.progress_bar=false", "train.tensorboard=false", "train.plot=false"]
 ARMS = {  # the overrides of each arm, given the command-line arguments
     "GRPO": lambda a: ["rejection.rounds=0", "grpo.guidance=none", f"grpo.steps={a.grpo_steps}"],
-    "rejection FT": lambda a: [f"rejection.rounds={a.rounds}", "grpo.steps=0"],
+    "rejection FT": lambda a: [
+        f"rejection.rounds={a.rounds}",
+        f"rejection.records={a.records}",
+        "grpo.steps=0",
+    ],
     "GRPO + guidance": lambda a: [
         "rejection.rounds=0",
         "grpo.guidance=reference",
@@ -65,9 +69,10 @@ def accuracy(model: Path, data: Path, out: Path, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/rft_study"))
-    ap.add_argument("--eval-n", type=int, default=500, help="held-out records scored per model")
-    ap.add_argument("--grpo-steps", type=int, default=40)
-    ap.add_argument("--rounds", type=int, default=2, help="rejection rounds of the rejection-FT arm")
+    ap.add_argument("--eval-n", type=int, default=200, help="held-out records scored per model")
+    ap.add_argument("--grpo-steps", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=1, help="rejection rounds of the rejection-FT arm")
+    ap.add_argument("--records", type=int, default=64, help="records sampled per rejection round")
     ap.add_argument("--arms", nargs="*", default=list(ARMS), help=f"a subset of {list(ARMS)}")
     args = ap.parse_args()
     out = args.out.resolve()
