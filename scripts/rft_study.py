@@ -73,12 +73,15 @@ def main() -> None:
     ap.add_argument("--grpo-steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1, help="rejection rounds of the rejection-FT arm")
     ap.add_argument("--records", type=int, default=64, help="records sampled per rejection round")
+    ap.add_argument(
+        "--warm", type=Path, default=None, help="a warm-up run directory to reuse (default: <out>/warm)"
+    )
     ap.add_argument("--arms", nargs="*", default=list(ARMS), help=f"a subset of {list(ARMS)}")
     args = ap.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
-    warm = out / "warm"
+    warm = args.warm.resolve() if args.warm else out / "warm"
     heldout = warm / "data" / "classification_heldout.jsonl"
     if not (warm / "final").is_dir():
         wall, cpu = timed(
