@@ -208,6 +208,19 @@ class GRPOConfig:
         "Truncated importance sampling: weight each token's loss by min(exp(logp_trainer - logp_rollout), cap).",
         gt=0,
     )
+    guidance: str = _f(
+        "none",
+        "reference: a group whose every completion scores below guidance_threshold gets the record's "
+        "reference answer (its SFT target) in place of its last completion, trained off-policy "
+        "(docs/rft.md); none: off.",
+        ("none", "reference"),
+    )
+    guidance_threshold: float = _f(
+        1.0, "Guidance fires for a group whose every total reward is below this (NaN counts as below)."
+    )
+    guidance_gamma: float = _f(
+        0.1, "LUFFY's policy shaping of the reference tokens: their ratio p becomes p / (p + gamma).", gt=0
+    )
 
 
 @dataclass
@@ -227,6 +240,35 @@ class SFTConfig:
     steps: int = _f(0, "SFT steps before GRPO (0 = no SFT stage).", ge=0)
     lr: float = _f(1e-3, "SFT learning rate.", ge=0)
     batch_size: int = _f(16, "Records per SFT step (global).", ge=1)
+
+
+@dataclass
+class RejectionConfig:
+    rounds: int = _f(
+        0, "Rejection-sampling fine-tuning rounds between the SFT warm-up and GRPO (0 = no such stage).", ge=0
+    )
+    records: int = _f(
+        256, "Training records sampled per round (0 = all; a new seeded slice each round).", ge=0
+    )
+    k: int = _f(8, "Completions sampled per record in a round's first pass.", ge=1)
+    temperature: float = _f(1.0, "Sampling temperature of the rounds (top_p / top_k follow rollout).", gt=0)
+    threshold: float = _f(
+        1.0, "A completion is accepted when its total reward is >= this (and it is not truncated)."
+    )
+    min_correct: int = _f(
+        0, "DART budget: records with fewer accepted samples get further passes of k (0 = one pass).", ge=0
+    )
+    max_samples: int = _f(32, "DART budget: most completions sampled for one record in a round.", ge=1)
+    keep_truncated: bool = _f(
+        False, "Also accept completions that hit rollout.max_completion_length without a stop token."
+    )
+    dedup: bool = _f(True, "Keep each distinct accepted answer of a record once (whitespace-normalised).")
+    batch_size: int = _f(16, "Prompts per generation batch while sampling.", ge=1)
+    sft_steps: int = _f(20, "SFT steps on the round's accepted set.", ge=0)
+    sft_lr: float = _f(
+        1e-4, "Learning rate of each round's SFT (a fresh AdamW per round, cosine decay).", ge=0
+    )
+    sft_batch_size: int = _f(16, "Accepted answers per SFT step (global).", ge=1)
 
 
 @dataclass
@@ -323,6 +365,10 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling."})
     grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata={"help": "GRPO loss."})
     sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "SFT warm-up stage."})
+    rejection: RejectionConfig = field(
+        default_factory=RejectionConfig,
+        metadata={"help": "Rejection-sampling fine-tuning rounds (docs/rft.md)."},
+    )
     rewards: list = field(
         default_factory=lambda: [RewardSpec("accuracy", 1.0, {})],
         metadata={"help": "Reward functions with weights and params.", "item": RewardSpec},
@@ -592,6 +638,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.lora_target_modules: expected a list of module names, got {cfg.model.lora_target_modules!r}"
         )
+    rj = cfg.rejection
+    if rj.rounds and rj.max_samples < rj.k:
+        raise ConfigError(f"rejection.max_samples={rj.max_samples} must be >= rejection.k={rj.k}")
     if not cfg.rewards:
         raise ConfigError("rewards: at least one reward is needed")
     if cfg.rollout.engine == "vllm":

@@ -34,6 +34,8 @@ METRIC_DOCS = {
     "lr": "learning rate",
     "step_time": "seconds per optimiser step",
     "skipped_steps": "updates skipped so far for a non-finite loss or gradient norm (the guard)",
+    "guidance_frac": "share of the step's groups that got the reference answer (grpo.guidance, docs/rft.md)",
+    "acceptance_rate": "rejection round: share of the sampled completions accepted (docs/rft.md)",
 }
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmrft import checkpoint, distributed, guard, memory
+from mmrft import checkpoint, distributed, guard, guidance, memory, rejection
 from mmrft.config import Config, ConfigError, to_dict
 from mmrft.data import build_datasets, encode_targets, sample_seed, sft_target, step_indices, write_synthetic
 from mmrft.engines import MismatchMeter, build_engine
@@ -67,15 +67,22 @@ def _lr_lambda(warmup: int, total: int, min_ratio: float):
     return f
 
 
+def _stage_lr(cfg: Config, stage: str) -> float:
+    return {"sft": cfg.sft.lr, "rejection": cfg.rejection.sft_lr}.get(stage, cfg.train.lr)
+
+
 def make_optimizer(model, cfg: Config, stage: str):
-    """AdamW over trainable parameters and its warmup + cosine schedule, for one stage."""
+    """AdamW over trainable parameters and its warmup + cosine schedule, for one stage (``sft``,
+    ``rejection``: one round's SFT, ``grpo``)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    lr = cfg.sft.lr if stage == "sft" else cfg.train.lr
-    steps = cfg.sft.steps if stage == "sft" else cfg.grpo.steps * cfg.grpo.num_iterations
+    lr = _stage_lr(cfg, stage)
+    steps = {"sft": cfg.sft.steps, "rejection": cfg.rejection.sft_steps}.get(
+        stage, cfg.grpo.steps * cfg.grpo.num_iterations
+    )
     opt = torch.optim.AdamW(
         params, lr=lr, betas=tuple(cfg.train.adam_betas), weight_decay=cfg.train.weight_decay
     )
-    warmup = 0 if stage == "sft" else cfg.train.warmup_steps
+    warmup = 0 if stage in ("sft", "rejection") else cfg.train.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(warmup, steps, cfg.train.min_lr_ratio))
     return opt, sched
 
@@ -83,7 +90,7 @@ def make_optimizer(model, cfg: Config, stage: str):
 def follow_config(optimizer, scheduler, cfg: Config, stage: str) -> None:
     """After a checkpoint is loaded: the config's learning rate, betas and weight decay replace the ones
     stored with the optimizer (they differ only after --resume-force); the schedule position is kept."""
-    lr = cfg.sft.lr if stage == "sft" else cfg.train.lr
+    lr = _stage_lr(cfg, stage)
     scheduler.base_lrs = [lr] * len(optimizer.param_groups)
     for group, fn in zip(optimizer.param_groups, scheduler.lr_lambdas):
         group.update(initial_lr=lr, lr=lr * fn(scheduler.last_epoch))  # what LambdaLR itself computes
@@ -361,6 +368,13 @@ class Trainer:
         seq_samples = [samples[b] for b in ro.seq_to_prompt.tolist()]
         self._phase("reward")
         scored = self.rewards(ro.texts, seq_samples)
+        guided = None
+        if cfg.grpo.guidance == "reference":  # demonstration-guided GRPO (mmrft.guidance); off by default
+            guided = guidance.apply_reference(
+                ro, scored, samples, self.rewards, self.processor.tokenizer,
+                cfg.data.synthetic.prompt_style, cfg.grpo.guidance_threshold,
+            )  # fmt: skip
+            ro, scored = guided.rollout, guided.scored
         self._phase("update")
 
         # advantages over the GLOBAL batch (identical to one process holding every prompt)
@@ -399,7 +413,14 @@ class Trainer:
         with peaks.phase("update"):
             passes = [
                 self._update(
-                    mbs, ref_lp, old_lp, total_tokens, total_seqs, engine_lp, mismatch if i == 0 else None
+                    mbs,
+                    ref_lp,
+                    old_lp,
+                    total_tokens,
+                    total_seqs,
+                    engine_lp,
+                    mismatch if i == 0 else None,
+                    guided,
                 )
                 for i in range(mu)
             ]
@@ -413,6 +434,8 @@ class Trainer:
             m.add_max(name, v)
         m.add_global("reward", float(rewards_all.nanmean()))
         m.add_global("reward_std", float(layout.groups(rewards_all).std(dim=1).nanmean()))
+        if guided is not None:  # share of the step's groups (all ranks) that got the reference answer
+            m.add_mean("guidance_frac", guided.fired / max(guided.groups, 1), guided.groups)
         with self._collective("the reduction of step metrics"):
             metrics = {**per_pass(passes), **m.reduce(info)}
         with self._collective("the gather of the rollout mismatch"):
@@ -426,31 +449,48 @@ class Trainer:
         return metrics, rows
 
     def _update(
-        self, mbs: list[MicroBatch], ref_lp, old_lp, total_tokens, total_seqs, engine_lp=None, mismatch=None
+        self,
+        mbs: list[MicroBatch],
+        ref_lp,
+        old_lp,
+        total_tokens,
+        total_seqs,
+        engine_lp=None,
+        mismatch=None,
+        guided=None,
     ) -> dict[str, float]:
         """One of the mu passes: every micro-batch's loss backward, then one optimizer step.
 
         engine_lp: per micro-batch, the rollout engine's log-probs [n, T] of its sampled tokens (None
         when it gave none): with ``grpo.tis_cap`` they weight each token's surrogate term, and
-        ``mismatch`` (the first pass only) measures them against the trainer's."""
+        ``mismatch`` (the first pass only) measures them against the trainer's. guided: the step's
+        ``mmrft.guidance.Guided`` (None: guidance off); its reference answers are trained off-policy."""
         cfg = self.cfg
         m = StepMetrics()
         for k, mb in enumerate(mbs):
             lp = policy_logprobs(self.policy, mb)
             old, weights = old_lp[k] if old_lp is not None else lp.detach(), None
+            sampled = None if guided is None else ~guided.off_policy[mb.seqs, None]  # not a reference answer
+            on_policy = mb.loss_mask if sampled is None else mb.loss_mask * sampled
             if engine_lp is not None:
                 if mismatch is not None:
-                    mismatch.add(old, engine_lp[k], mb.completion_mask)
+                    seen = mb.completion_mask if sampled is None else mb.completion_mask * sampled
+                    mismatch.add(old, engine_lp[k], seen)
                 if cfg.grpo.tis_cap is not None:
-                    weights = tis_weights(old, engine_lp[k], mb.loss_mask, cfg.grpo.tis_cap)
+                    weights = tis_weights(old, engine_lp[k], on_policy, cfg.grpo.tis_cap)
             out = policy_loss(
-                lp, old, mb.advantages, mb.loss_mask,
+                lp, old, mb.advantages, on_policy,
                 epsilon_low=cfg.grpo.epsilon_low, epsilon_high=cfg.grpo.epsilon_high,
                 ref_logprobs=ref_lp[k] if ref_lp is not None else None, beta=cfg.grpo.beta,
                 aggregation=cfg.grpo.loss_aggregation, max_completion_length=cfg.rollout.max_completion_length,
                 importance_level=cfg.grpo.importance_level, total_tokens=total_tokens, total_seqs=total_seqs,
                 token_weights=weights,
             )  # fmt: skip
+            if guided is not None:  # the reference answers' tokens: LUFFY's off-policy term
+                out = self._guided_loss(
+                    out, guided, lp, mb.advantages, mb.loss_mask, mb.seqs,
+                    ref_lp[k] if ref_lp is not None else None, total_tokens, total_seqs,
+                )  # fmt: skip
             (out.loss * distributed.loss_scale(self.info)).backward()
             m.add_sum("loss", float(out.loss.detach()))  # each rank holds its share of the global loss
             m.add_loss_metrics(out.metrics, mb.tokens, len(mb.seqs))
@@ -458,6 +498,18 @@ class Trainer:
             metrics = m.reduce(self.info)
         metrics.update(self._optimizer_step(metrics["loss"]))
         return metrics
+
+    def _guided_loss(self, out, guided, lp, advantages, mask, seqs, ref_lp, total_tokens, total_seqs):
+        """``out`` (the on-policy loss of a micro-batch) plus the off-policy loss of its reference answers,
+        with the step's global normalisers (mmrft.guidance)."""
+        cfg = self.cfg
+        off = guidance.offpolicy_loss(
+            lp, advantages, mask * guided.off_policy[seqs, None], gamma=cfg.grpo.guidance_gamma,
+            aggregation=cfg.grpo.loss_aggregation, ref_logprobs=ref_lp, beta=cfg.grpo.beta,
+            max_completion_length=cfg.rollout.max_completion_length, total_tokens=total_tokens,
+            total_seqs=total_seqs,
+        )  # fmt: skip
+        return out._replace(loss=out.loss + off.loss, metrics={**out.metrics, **off.metrics})
 
     def _sample_rows(self, ro: Rollout, layout: GroupLayout, samples, scored, advantages) -> list[dict]:
         rows = []
@@ -483,10 +535,10 @@ class Trainer:
         return rows
 
     # ---- the loop ---------------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float | None]:
+    def evaluate(self, tag: str | None = None) -> dict[str, float | None]:
         """Held-out metrics of the first ``eval.max_samples`` records (mmrft.evaluation, the code of
         `mmrft eval`); rank 0 also writes eval.json, predictions.jsonl and eval.md to
-        ``eval/before``, ``eval/step_<N>`` or ``eval/after`` in the run directory."""
+        ``eval/before``, ``eval/step_<N>`` or ``eval/after`` in the run directory (or ``eval/<tag>``)."""
         if self.data.eval is None:
             return {}
         cfg = self.cfg
@@ -494,11 +546,11 @@ class Trainer:
             self.policy, self.processor, self.data.eval, self.rewards, cfg, self.info,
             limit=cfg.eval.max_samples, progress=cfg.train.progress_bar,
         )  # fmt: skip
-        if "eval_before" not in self.state:
+        if tag is None and "eval_before" not in self.state:
             tag = "before"
-        elif self.state["step"] >= self.total_steps:
+        elif tag is None and self.state["step"] >= self.total_steps:
             tag = "after"
-        else:
+        elif tag is None:
             tag = f"step_{self.state['step'] - cfg.sft.steps}"
         if self.info.is_main:
             report.write(self.run_dir / "eval" / tag)
@@ -542,6 +594,8 @@ class Trainer:
         save_every = cfg.train.save_every
         for step in range(self.state["step"], self.total_steps):
             stage = self.stage_of(step)
+            if stage == "grpo":
+                rejection.run_stage(self)  # the rejection-sampling rounds not yet done (none by default)
             if stage != self.state["optimizer_stage"]:
                 self.optimizer, self.scheduler = make_optimizer(self.policy, cfg, stage)
                 self.state["optimizer_stage"] = stage
@@ -583,6 +637,7 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         cfg = self.cfg
+        rejection.run_stage(self)  # a run without GRPO steps: the rounds come after SFT here
         self._phase("eval", "the final evaluation")
         if "eval_before" not in self.state:
             self.state["eval_before"] = self.evaluate()

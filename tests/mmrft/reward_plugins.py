@@ -10,3 +10,14 @@ def length_reward(completions, **columns):
 def constant_reward(completions, **columns):
     """Every completion scores 0.5: every group has zero variance."""
     return [0.5] * len(completions)
+
+
+def even_record_reward(completions, id, **columns):
+    """1 for every completion of a record whose id ends in an even number, 0 for the others: acceptance
+    known in advance whatever the model writes."""
+    return [1.0 if int(str(rid).rsplit("-", 1)[-1]) % 2 == 0 else 0.0 for rid in id]
+
+
+def zero_reward(completions, **columns):
+    """Every completion scores 0: every group is all wrong."""
+    return [0.0] * len(completions)

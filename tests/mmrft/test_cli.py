@@ -32,7 +32,8 @@ def test_bad_override_is_one_line_on_stderr(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip() == (
         "config error: unknown config field grpo.betta; allowed: steps, beta, epsilon_low, epsilon_high, "
-        "scale_rewards, loss_aggregation, importance_level, num_iterations, drop_zero_variance_groups, tis_cap"
+        "scale_rewards, loss_aggregation, importance_level, num_iterations, drop_zero_variance_groups, tis_cap, "
+        "guidance, guidance_threshold, guidance_gamma"
     )
 
 
