@@ -34,6 +34,8 @@ LOSS_METRICS = {
     "adv_abs_mean": "seq_mean",
     "adv_abs_max": "max",
     "tokens": "sum",
+    "offpolicy_tokens": "sum",  # grpo.guidance: the reference answers' tokens
+    "offpolicy_prob": "token_mean",  # weighted by each micro-batch's loss tokens (an approximation)
 }
 
 

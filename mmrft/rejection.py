@@ -229,7 +229,9 @@ def _sft_round(trainer, accepted: list[Accepted], round_index: int) -> dict[str,
             completion_logprobs(trainer.policy, pb, feats, s2p, ids, mask), mask, total_tokens=total_tokens
         )
         (out.loss * distributed.loss_scale(info)).backward()
-        loss = trainer._sum_over_ranks({"loss": float(out.loss.detach())})["loss"]
+        local = torch.tensor(float(out.loss.detach()), dtype=torch.float64, device=info.device)
+        with trainer._collective("the sum of the rejection round's SFT loss"):
+            loss = float(distributed.all_reduce_sum(local))  # each rank holds its share of the global loss
         trainer._optimizer_step(loss)
         losses.append(loss)
         trainer._phase(None)

@@ -367,7 +367,7 @@ class Trainer:
             self.policy.train()
         seq_samples = [samples[b] for b in ro.seq_to_prompt.tolist()]
         self._phase("reward")
-        scored = self.rewards(ro.texts, seq_samples)
+        scored = own = self.rewards(ro.texts, seq_samples)  # own: the policy's completions' scores
         guided = None
         if cfg.grpo.guidance == "reference":  # demonstration-guided GRPO (mmrft.guidance); off by default
             guided = guidance.apply_reference(
@@ -426,7 +426,7 @@ class Trainer:
             ]
 
         m = StepMetrics()
-        m.add_rewards(scored)
+        m.add_rewards(own)  # reward/<name>: the policy's own completions, reference answers left out
         m.add_mean("completion_len", float(ro.completion_mask.sum(1).float().mean()), N)
         m.add_mean("truncated_frac", float(ro.truncated.float().mean()), N)
         m.add_mean("zero_std_frac", float(zero_std.float().mean()), layout.prompts)
