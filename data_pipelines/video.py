@@ -57,7 +57,7 @@ def _options(spec: VisionSpec, options: dict[str, Any] | None) -> tuple[float, i
     return fps, min_frames, max_frames
 
 
-def _probe_pyav(path: Path) -> tuple[int, float, float, int, int]:
+def probe_pyav(path: Path) -> tuple[int, float, float, int, int]:
     """(frame count, frame rate, duration seconds, width, height) from the container's header."""
     import av
 
@@ -102,7 +102,7 @@ def _decode_pyav(path: Path, wanted: list[int]) -> tuple[dict[int, np.ndarray], 
 
 
 def _read_pyav(path: Path, fps: float, min_frames: int, max_frames: int, max_pixels: int):
-    total, rate, duration, width, height = _probe_pyav(path)
+    total, rate, duration, width, height = probe_pyav(path)
     _check_frame_pixels(path, width, height, max_pixels)
     n = num_frames(total, rate, fps, min_frames, max_frames)
     idx = sample_indices(total, n)

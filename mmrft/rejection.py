@@ -42,7 +42,7 @@ from mmrft.evaluation.records import Scorer
 from mmrft.grpo import sft_loss
 from mmrft.models.forward import completion_logprobs, encode_vision
 from mmrft.rollout import encode_prompts
-from mmrft.selection import _rebase
+from mmrft.selection import rebase_media_paths
 
 # first-pass pass-rate buckets: (label, lo, hi), lo < rate <= hi (the first one is "exactly 0")
 BUCKETS = (
@@ -192,7 +192,7 @@ def write_accepted(path: Path, dataset, accepted: list[Accepted], round_index: i
     lines, count = [], {}
     for a in accepted:
         n = count[a.index] = count.get(a.index, -1) + 1
-        rec = _rebase(dataset.records[a.index], base, path.parent)
+        rec = rebase_media_paths(dataset.records[a.index], base, path.parent)
         rec = {**rec, "id": f"{a.id}#r{round_index}-{n}", "source_id": a.id, "response": a.text,
                "rft_round": round_index, "rft_reward": a.reward}  # fmt: skip
         lines.append(json.dumps(rec) + "\n")
@@ -245,7 +245,7 @@ def _sft_round(trainer, accepted: list[Accepted], round_index: int) -> dict[str,
 
 def run_stage(trainer) -> None:
     """Run the rounds ``trainer.state["rejection_rounds"]`` .. ``rejection.rounds - 1`` (none once done)."""
-    from mmrft.trainer import _eval_metrics
+    from mmrft.trainer import eval_metrics
 
     cfg, info = trainer.cfg, trainer.info
     rj = cfg.rejection
@@ -276,7 +276,7 @@ def run_stage(trainer) -> None:
         trainer._phase("eval", f"the evaluation after rejection round {r}")
         ev = trainer.evaluate(tag=f"rejection_{r}")
         trainer._phase(None)
-        metrics.update(_eval_metrics(ev))
+        metrics.update(eval_metrics(ev))
         metrics["round_time"] = time.time() - t0
         trainer.tracker.log(r, "rejection", metrics)
         trainer.state["rejection_rounds"] = r + 1

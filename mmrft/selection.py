@@ -124,7 +124,7 @@ def sample_pass_rates(
     return FilterResult(scored, [], [], failed)
 
 
-def _rebase(rec: dict[str, Any], src_dir: Path, out_dir: Path) -> dict[str, Any]:
+def rebase_media_paths(rec: dict[str, Any], src_dir: Path, out_dir: Path) -> dict[str, Any]:
     """``rec`` with its relative media paths rewritten to resolve from ``out_dir``."""
     if src_dir.resolve() == out_dir.resolve():
         return rec
@@ -171,7 +171,7 @@ def write_selection(
         with open(path, "w", encoding="utf-8") as f:
             for rid in ids:
                 d = info[rid]
-                rec = _rebase(by_id[rid], data.parent, path.parent)
+                rec = rebase_media_paths(by_id[rid], data.parent, path.parent)
                 rec = {
                     **rec,
                     "pass_rate": d.pass_rate,

@@ -603,7 +603,7 @@ class Trainer:
                 self._phase("eval", "the evaluation before GRPO")
                 self.state["eval_before"] = self.evaluate()
                 self._phase(None)
-                self.tracker.log(step - cfg.sft.steps, "grpo", _eval_metrics(self.state["eval_before"]))
+                self.tracker.log(step - cfg.sft.steps, "grpo", eval_metrics(self.state["eval_before"]))
             t = time.time()
             log_step = step if stage == "sft" else step - cfg.sft.steps
             self._where = f"{stage} step {log_step}"
@@ -628,7 +628,7 @@ class Trainer:
                 self._phase("eval", f"the evaluation after grpo step {log_step}")
                 ev = self.evaluate()
                 self._phase(None)
-                self.tracker.log(log_step + 1, "grpo", _eval_metrics(ev))
+                self.tracker.log(log_step + 1, "grpo", eval_metrics(ev))
             if save_every and (step + 1) % save_every == 0 and step + 1 < self.total_steps:
                 self.save(step + 1)
             if stop_after is not None and step + 1 >= stop_after:
@@ -644,7 +644,7 @@ class Trainer:
         if "eval_after" not in self.state:  # a run resumed from its final checkpoint has it already
             eval_after = self.evaluate()
             self._phase(None)
-            self.tracker.log(cfg.grpo.steps, "grpo", _eval_metrics(eval_after))
+            self.tracker.log(cfg.grpo.steps, "grpo", eval_metrics(eval_after))
             self.state["eval_after"] = eval_after
             self.save(self.total_steps)
         self._phase(None)
@@ -690,7 +690,7 @@ class Trainer:
         distributed.barrier()
 
 
-def _eval_metrics(ev: dict[str, float | None]) -> dict[str, float]:
+def eval_metrics(ev: dict[str, float | None]) -> dict[str, float]:
     """``eval_reward`` and ``eval/<metric>`` (``eval/classification/accuracy``, ...); undefined ones left out."""
     return {f"eval_{k}" if k == "reward" else f"eval/{k}": v for k, v in ev.items() if v is not None}
 

@@ -38,27 +38,28 @@ _INDEX = re.compile(
 )
 
 
-def _canon(text: Any, table: dict[str, str]) -> str:
+def canonical(text: Any, table: dict[str, str]) -> str:
+    """The label ``text`` as compared: normalised (``normalize_label``), then mapped through ``table``."""
     norm = normalize_label(text)
     return table.get(norm, norm)
 
 
-def _choice_position(
+def choice_position(
     answer: str, choices: list[str], fmt: str, index_base: int, table: dict[str, str]
 ) -> int | None:
     """0-based choice picked by a letter/index answer (or its text); None if none or ambiguous."""
-    canon_choices = [_canon(c, table) for c in choices]
+    canon_choices = [canonical(c, table) for c in choices]
     pattern = _LETTER if fmt == "letter" else _INDEX
     m = pattern.match(answer.strip())
     if m:
         key, rest = m.group(1), m.group(2)
         pos = ord(key.upper()) - ord("A") if fmt == "letter" else int(key) - index_base
         if 0 <= pos < len(choices) and (
-            not (rest and rest.strip(" .")) or _canon(rest, table) == canon_choices[pos]
+            not (rest and rest.strip(" .")) or canonical(rest, table) == canon_choices[pos]
         ):
             return pos
         # "B) dog" when B is "cat" is contradictory; "a dog" may still be the text of a choice
-    text = _canon(answer, table)
+    text = canonical(answer, table)
     hits = [i for i, c in enumerate(canon_choices) if c == text]
     return hits[0] if len(hits) == 1 else None
 
@@ -67,8 +68,8 @@ def _correct_position(
     solution: dict, choices: list[str], fmt: str, index_base: int, table: dict
 ) -> int | None:
     label = solution.get("label")
-    canon_choices = [_canon(c, table) for c in choices]
-    canon_label = _canon(label, table)
+    canon_choices = [canonical(c, table) for c in choices]
+    canon_label = canonical(label, table)
     if canon_label in canon_choices:
         return canon_choices.index(canon_label)
     s = str(label).strip()
@@ -94,15 +95,15 @@ def score_label(
         raise ValueError(f"accuracy: solution choices must be a list, got {type(raw_choices).__name__}")
     choices = [c for c in raw_choices if c is not None]
     if fmt != "label" and choices:
-        picked = _choice_position(answer, choices, fmt, index_base, table)
+        picked = choice_position(answer, choices, fmt, index_base, table)
         correct = _correct_position(solution, choices, fmt, index_base, table)
         return 1.0 if picked is not None and picked == correct else 0.0
-    pred = _canon(answer, table)
+    pred = canonical(answer, table)
     if not pred:
         return 0.0
-    if choices and pred not in {_canon(c, table) for c in choices}:
+    if choices and pred not in {canonical(c, table) for c in choices}:
         return 0.0
-    return 1.0 if pred == _canon(solution.get("label"), table) else 0.0
+    return 1.0 if pred == canonical(solution.get("label"), table) else 0.0
 
 
 @register_reward("accuracy")

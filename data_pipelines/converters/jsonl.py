@@ -19,7 +19,7 @@ from data_pipelines.tasks import get_task
 from data_pipelines.vision import VisionSpec
 
 
-def _rebase(path: str, ds: JsonlDataset, out_dir: Path) -> str:
+def rebase_media_paths(path: str, ds: JsonlDataset, out_dir: Path) -> str:
     src = ds.resolve(path).resolve()
     try:
         return os.path.relpath(src, out_dir.resolve())
@@ -53,13 +53,13 @@ def convert_jsonl(
                 skipped[e.reason] += 1
                 continue
         norm = {k: v for k, v in rec.items() if v is not None}
-        norm["images"] = [_rebase(p, ds, out_dir) for p in rec["images"]]
+        norm["images"] = [rebase_media_paths(p, ds, out_dir) for p in rec["images"]]
         if not norm["images"]:
             del norm["images"]
         if rec.get("video"):
-            norm["video"] = dict(rec["video"], path=_rebase(rec["video"]["path"], ds, out_dir))
+            norm["video"] = dict(rec["video"], path=rebase_media_paths(rec["video"]["path"], ds, out_dir))
         paths = {
-            k: _rebase(v, ds, out_dir)
+            k: rebase_media_paths(v, ds, out_dir)
             for k in get_task(rec["task"]).path_keys
             if (v := rec["solution"].get(k))
         }

@@ -42,10 +42,10 @@ def _find_video(video_dir: Path, vid: str) -> Path | None:
 
 
 def _probe_duration(path: Path) -> float | None:
-    from data_pipelines.video import _probe_pyav
+    from data_pipelines.video import probe_pyav
 
     try:
-        return _probe_pyav(path)[2]
+        return probe_pyav(path)[2]
     except Exception:  # an unreadable video is counted by the caller
         return None
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from data_pipelines.io import write_jsonl
 from data_pipelines.prompts import PROMPT_STYLES, user_prompt
-from data_pipelines.synthetic.shapes import _pick, _stream
+from data_pipelines.synthetic.shapes import pick, record_rng
 
 CHART_KINDS = ("bar", "line", "scatter")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -36,7 +36,7 @@ def chart_code(kind: str, rng: np.random.Generator, figsize: tuple[float, float]
         k = int(rng.integers(3, len(names) + 1))
         labels = list(names[:k])
         values = [int(v) for v in rng.integers(1, 50, size=k)]
-        color = _pick(rng, PALETTE)
+        color = pick(rng, PALETTE)
         body = f"labels = {labels!r}\nvalues = {values!r}\nax.bar(labels, values, color={color!r})\n"
     elif kind == "line":
         n_series = int(rng.integers(1, 3))
@@ -52,7 +52,7 @@ def chart_code(kind: str, rng: np.random.Generator, figsize: tuple[float, float]
         n = int(rng.integers(8, 20))
         xs = [round(float(v), 1) for v in rng.uniform(0, 10, size=n)]
         ys = [round(float(v), 1) for v in rng.uniform(0, 10, size=n)]
-        color = _pick(rng, PALETTE)
+        color = pick(rng, PALETTE)
         body = f"x = {xs!r}\ny = {ys!r}\nax.scatter(x, y, color={color!r})\n"
         axis = "Time"
     else:
@@ -105,8 +105,8 @@ def write_chart_dataset(
     (out_dir / "images" / name).mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     for i in range(n):
-        rng = _stream(seed, "chart_to_code", split, i)
-        kind = _pick(rng, list(kinds))
+        rng = record_rng(seed, "chart_to_code", split, i)
+        kind = pick(rng, list(kinds))
         code = chart_code(kind, rng)
         rel = f"images/{name}/{i:05d}.png"
         render_code(code, out_dir / rel, dpi=dpi)

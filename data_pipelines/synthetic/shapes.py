@@ -36,12 +36,14 @@ def plural(shape: str) -> str:
     return shape + "s"
 
 
-def _stream(seed: int, task: str, split: str, i: int) -> np.random.Generator:
+def record_rng(seed: int, task: str, split: str, i: int) -> np.random.Generator:
+    """Record ``i``'s own generator: the same (seed, task, split, i) always draws the same record."""
     key = [seed, zlib.crc32(task.encode()), zlib.crc32(split.encode()), i]
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def _pick(rng: np.random.Generator, items: Sequence[str]) -> str:
+def pick(rng: np.random.Generator, items: Sequence[str]) -> str:
+    """One of ``items``, uniformly."""
     return items[int(rng.integers(len(items)))]
 
 
@@ -56,7 +58,7 @@ def _pick_color(rng, shape: str, shapes, colors, want: str) -> str:
     """A colour for ``shape``: any (``want="all"``, one draw: the stream of a split without combos is
     unchanged), a seen pair's or an unseen pair's (redrawn until it is one)."""
     while True:
-        color = _pick(rng, colors)
+        color = pick(rng, colors)
         if want == "all" or is_unseen_pair(shape, color, shapes, colors) == (want == "unseen"):
             return color
 
@@ -86,7 +88,7 @@ def make_shapes_record(
     """
     lo = max(4, int(round(size_frac[0] * image_size)))
     hi = max(lo, int(round(size_frac[1] * image_size)))
-    target = _pick(rng, shapes)
+    target = pick(rng, shapes)
     others = [s for s in shapes if s != target] or list(shapes)
     other_want = "seen" if combos == "seen" else "all"
 
@@ -94,7 +96,7 @@ def make_shapes_record(
         return target, _pick_color(rng, target, shapes, colors, combos)
 
     def other(pool: Sequence[str]) -> tuple[str, str]:
-        shape = _pick(rng, pool)
+        shape = pick(rng, pool)
         return shape, _pick_color(rng, shape, shapes, colors, other_want)
 
     if task == "classification":
@@ -223,7 +225,7 @@ def write_shapes_dataset(
     img_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     for i in range(n):
-        rng = _stream(seed, task, split, i)
+        rng = record_rng(seed, task, split, i)
         image, text, solution, objects = make_shapes_record(
             i, task, rng, image_size, shapes, colors, size_frac, background,
             max_count, distractors, empty_frac, prompt_style, coord_space, question, combos,

@@ -21,7 +21,7 @@ from PIL import Image
 
 from data_pipelines.io import finish_atomic, write_jsonl
 from data_pipelines.synthetic.draw import COLORS, SHAPES, background, draw_shape, place_boxes
-from data_pipelines.synthetic.shapes import _pick, _stream, answer_instruction, coord_sentence
+from data_pipelines.synthetic.shapes import answer_instruction, coord_sentence, pick, record_rng
 
 VIDEO_TASKS = ("temporal_grounding", "tracking")
 
@@ -56,11 +56,11 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int) -> None:
 def _temporal(rng, size, fps, duration, shapes, colors, bg, prompt_style):
     t = int(round(duration * fps))
     (x0, y0, s), *others = place_boxes(rng, 2, size, int(size * 0.25), int(size * 0.4))
-    target, color = _pick(rng, shapes), _pick(rng, colors)
+    target, color = pick(rng, shapes), pick(rng, colors)
     k1 = int(rng.integers(1, t - 2 * fps))  # start frame; the shape shows for at least 1 s ...
     k2 = int(rng.integers(k1 + fps, t))  # ... and is gone before the end
     base = background(size, bg, rng)
-    distractor = (_pick(rng, [x for x in shapes if x != target] or shapes), _pick(rng, colors))
+    distractor = (pick(rng, [x for x in shapes if x != target] or shapes), pick(rng, colors))
     draw_shape(base, *distractor, *others[0])
     with_target = base.copy()
     draw_shape(with_target, target, color, x0, y0, s)
@@ -80,7 +80,7 @@ def _tracking(rng, size, fps, duration, shapes, colors, bg, prompt_style, coord_
     s = int(rng.integers(int(size * 0.2), int(size * 0.3) + 1))
     start = rng.integers(0, size - s + 1, size=2)
     end = rng.integers(0, size - s + 1, size=2)
-    target, color = _pick(rng, shapes), _pick(rng, colors)
+    target, color = pick(rng, shapes), pick(rng, colors)
     base = background(size, bg, rng)
     frames, boxes = [], []
     for k in range(t):
@@ -138,7 +138,7 @@ def write_video_dataset(
     name = f"{task}_{split}"
     records: list[dict[str, Any]] = []
     for i in range(n):
-        rng = _stream(seed, task, split, i)
+        rng = record_rng(seed, task, split, i)
         duration = int(rng.integers(int(min_duration), int(max_duration) + 1))
         if task == "temporal_grounding":
             frames, text, solution, target = _temporal(

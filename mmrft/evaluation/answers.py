@@ -22,7 +22,7 @@ from typing import Any
 from data_pipelines.sample import Sample
 from mmrft.evaluation.metrics import eval_family
 from mmrft.scoring import columns_for
-from rewards.accuracy import ANSWER_FORMATS, _canon, _choice_position
+from rewards.accuracy import ANSWER_FORMATS, canonical, choice_position
 from rewards.boxes import Box, parse_boxes
 from rewards.chart.reward import CODE_BLOCK_MODES, extract_code
 from rewards.columns import completion_text, frame_size
@@ -197,10 +197,10 @@ def _classification(sample: Sample, text: str, opts: ParseOptions) -> Prediction
     choices = [c for c in (sol.get("choices") or []) if c is not None]
     table = opts.label_table
     if fmt in ANSWER_FORMATS and fmt != "label" and choices:
-        pos = _choice_position(text, choices, fmt, opts.index_base, table)
-        label = _canon(choices[pos], table) if pos is not None else None
+        pos = choice_position(text, choices, fmt, opts.index_base, table)
+        label = canonical(choices[pos], table) if pos is not None else None
         return Prediction(sample.task, text, "" if label is not None else "parse_fail", label=label)
-    return Prediction(sample.task, text, "", label=_canon(text, table) or None)
+    return Prediction(sample.task, text, "", label=canonical(text, table) or None)
 
 
 def _grounding(sample: Sample, text: str) -> Prediction:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from data_pipelines.tasks import TASKS
-from rewards.accuracy import _canon, score_label
+from rewards.accuracy import canonical, score_label
 from rewards.geometry import interval_iou, paired_iou
 
 TOL = 1e-9
@@ -94,7 +94,7 @@ def completion_values(task: str, pred, solution: dict[str, Any], options, extra:
         out = {"correct": correct}
         choices = [c for c in (solution.get("choices") or []) if c is not None]
         if choices and (solution.get("answer_format") or "label") == "label":
-            allowed = {_canon(c, options.label_table) for c in choices}
+            allowed = {canonical(c, options.label_table) for c in choices}
             out["out_of_set"] = float(ok and pred.label not in allowed)
         return out
     if family == "counting":
