@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # keep benchmarks/rewards.py off it
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train_step.py
 
 import torch  # noqa: E402

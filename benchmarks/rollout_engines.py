@@ -34,13 +34,10 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# This folder holds a ``rewards.py`` benchmark named like the package: keep it off the import path.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 os.environ.setdefault(
     "OMP_WAIT_POLICY", "PASSIVE"
 )  # as benchmarks/train_step.py: no OpenMP spin on a shared CPU

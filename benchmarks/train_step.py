@@ -57,11 +57,6 @@ import time
 import warnings
 from pathlib import Path
 
-# This folder holds a ``rewards.py`` benchmark named like the package: move it to the END of the import path, so
-# ``import rewards`` finds the package and ``train_step_sides`` (this script's other half) is still found.
-_HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-
 # On a shared, oversubscribed CPU, OpenMP's default spin-waiting makes 2-thread torch steps stall for whole
 # scheduler slices (measured here: the same mmrft tiny step took 0.4-8.5 s instead of 0.2 s). Passive waiting
 # removes that noise for both sides alike. It must be set before torch loads libgomp; an explicit value wins.
@@ -80,7 +75,7 @@ from train_step_sides import (  # noqa: E402
     trl_trainer,
 )
 
-RESULTS = _HERE / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _stats(times: list[float]) -> dict[str, float]:

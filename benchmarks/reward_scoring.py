@@ -15,7 +15,7 @@ The batched reward reads well-formed answers through its batch fast path (``rewa
 Both must give the same scores (asserted to 1e-9). Each time is the best of 2-3 repeats, for both sides;
 the whole measurement runs ``--runs`` times (default 3) and each figure reported is the median over the
 runs. Prints a table and writes ``benchmarks/results/rewards.json`` and ``.md``.
-Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/rewards.py [--n 20000] [--runs 3]``.
+Run: ``OMP_WAIT_POLICY=PASSIVE python benchmarks/reward_scoring.py [--n 20000] [--runs 3]``.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     out.with_suffix(".md").write_text(
-        f"# detection reward benchmark\n\n`OMP_WAIT_POLICY=PASSIVE python benchmarks/rewards.py` on {env}; "
+        f"# detection reward benchmark\n\n`OMP_WAIT_POLICY=PASSIVE python benchmarks/reward_scoring.py` on {env}; "
         f"{args.n} completions x {args.boxes} boxes; same scores asserted (max |diff| < 1e-9).\n\n{table}\n\n"
         "- *per-sample s* / *batched s*: the whole reward (answer extraction, box parsing, scoring).\n"
         "- *parse s*: the robust per-string parser alone (answer rule, JSON, box clean-up, canonical order), "
