@@ -106,9 +106,9 @@ def test_sigterm_writes_every_thread_stack(tmp_path):
         from pathlib import Path
         from mmrft.watchdog import Watchdog
         def waiting_for_a_peer():
+            print("ready", flush=True)  # inside the frame the stack must show (the signal may come at once)
             time.sleep(60)
         with Watchdog(Path(sys.argv[1]), rank=1):
-            print("ready", flush=True)
             waiting_for_a_peer()
     """,
     )
