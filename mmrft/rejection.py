@@ -29,19 +29,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from mmrft import distributed
 from mmrft.checkpoint.files import write_text_atomic
 from mmrft.config import ConfigError
-from mmrft.data import encode_targets, step_indices
+from mmrft.data import step_indices
 from mmrft.evaluation.answers import ParseOptions
 from mmrft.evaluation.generation import Decoding, collect_generated, gather
 from mmrft.evaluation.records import Scorer
-from mmrft.grpo import sft_loss
-from mmrft.models.forward import completion_logprobs, encode_vision
-from mmrft.rollout import encode_prompts
 from mmrft.selection import rebase_media_paths
 
 # first-pass pass-rate buckets: (label, lo, hi), lo < rate <= hi (the first one is "exactly 0")
@@ -217,22 +213,7 @@ def _sft_round(trainer, accepted: list[Accepted], round_index: int) -> dict[str,
         )  # fmt: skip
         picked = [accepted[i] for i in idx]
         samples = [trainer.data.train[a.index] for a in picked]
-        trainer._batch_ids = [s.id for s in samples]
-        pb = encode_prompts(
-            trainer.policy, trainer.processor, samples, cfg.rollout.max_prompt_length, info.device
-        )
-        ids, mask = encode_targets(trainer.processor.tokenizer, [a.text for a in picked], info.device)
-        total_tokens = distributed.all_reduce_sum(mask.sum().float())
-        feats = encode_vision(trainer.policy, pb)
-        s2p = torch.arange(len(samples), device=info.device)
-        out = sft_loss(
-            completion_logprobs(trainer.policy, pb, feats, s2p, ids, mask), mask, total_tokens=total_tokens
-        )
-        (out.loss * distributed.loss_scale(info)).backward()
-        local = torch.tensor(float(out.loss.detach()), dtype=torch.float64, device=info.device)
-        with trainer._collective("the sum of the rejection round's SFT loss"):
-            loss = float(distributed.all_reduce_sum(local))  # each rank holds its share of the global loss
-        trainer._optimizer_step(loss)
+        loss = trainer.sft_update(samples, [a.text for a in picked])["loss"]
         losses.append(loss)
         trainer._phase(None)
         trainer._stop_if_diverged(trainer.state["step"] - 1, "rejection")  # saves at the current step

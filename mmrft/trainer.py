@@ -307,9 +307,14 @@ class Trainer:
             step, cfg.sft.batch_size, n, cfg.train.seed + 1, info.rank, info.world_size, cfg.data.shuffle
         )
         samples = [ds[i] for i in idx]
+        return self.sft_update(samples, [sft_target(s, cfg.data.synthetic.prompt_style) for s in samples])
+
+    def sft_update(self, samples: list, texts: list[str]) -> dict[str, float]:
+        """One SFT optimizer step on this rank's ``samples`` answered by ``texts`` (the warm-up's and a
+        rejection round's): the loss over every rank's answer tokens, then the update."""
+        cfg, info = self.cfg, self.info
         self._batch_ids = [s.id for s in samples]
         pb = encode_prompts(self.policy, self.processor, samples, cfg.rollout.max_prompt_length, info.device)
-        texts = [sft_target(s, cfg.data.synthetic.prompt_style) for s in samples]
         ids, mask = encode_targets(self.processor.tokenizer, texts, info.device)
         with self._collective("the SFT token count"):
             total_tokens = distributed.all_reduce_sum(mask.sum().float())
